@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the test suite drives: the reference registry, real clients
+# (docker engine, skopeo, podman, buildah, umoci) and the load generator used by bench/.
+# Idempotent: does nothing when every tool is already present.
+set -euo pipefail
+
+packages=(docker-registry skopeo umoci jq curl wrk buildah podman runc uidmap conmon
+          catatonit containernetworking-plugins docker.io busybox-static)
+tools=(docker-registry skopeo umoci jq curl wrk buildah podman runc dockerd busybox)
+
+missing=0
+for tool in "${tools[@]}"; do
+  command -v "$tool" >/dev/null 2>&1 || missing=1
+done
+[ -x /usr/bin/docker ] || missing=1
+[ "$missing" = 0 ] && exit 0
+
+if [ "$(id -u)" != 0 ]; then
+  echo "system-deps: run as root to install: ${packages[*]}" >&2
+  exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
+echo "system-deps: installed ${packages[*]}"

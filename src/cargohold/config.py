@@ -1,0 +1,94 @@
+"""Settings: defaults, then a YAML file, then CARGOHOLD_* environment variables, then flags."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ENV_PREFIX = "CARGOHOLD_"
+
+
+class ConfigError(ValueError):
+    """A setting that cannot be used, named so a person can fix it."""
+
+
+@dataclass
+class Config:
+    listen: str = "127.0.0.1:5000"
+    data: Path = field(default_factory=lambda: Path("./data"))
+    workers: int = 1
+    log_level: str = "info"
+    access_log: bool = True
+    # fsync blobs before they become visible: survives power loss, costs some throughput.
+    fsync: bool = True
+    max_manifest_bytes: int = 4 * 1024 * 1024
+
+    @property
+    def host(self) -> str:
+        return self.listen.rsplit(":", 1)[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rsplit(":", 1)[1])
+
+    @property
+    def database_path(self) -> Path:
+        return self.data / "metadata.sqlite3"
+
+    def to_env(self) -> dict[str, str]:
+        """The environment that recreates this config in a worker process."""
+        return {ENV_PREFIX + f.name.upper(): str(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+
+def _coerce(name: str, raw: Any, default: Any) -> Any:
+    try:
+        if isinstance(default, bool):
+            if isinstance(raw, bool):
+                return raw
+            text = str(raw).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, Path):
+            return Path(str(raw))
+        return str(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(f"setting {name!r} has an unusable value {raw!r}") from None
+
+
+def load_config(file: Path | None = None, environ: dict[str, str] | None = None, **overrides: Any) -> Config:
+    environ = dict(os.environ if environ is None else environ)
+    config = Config()
+    known = {f.name: f for f in dataclasses.fields(config)}
+    values: dict[str, Any] = {}
+    if file is not None:
+        try:
+            document = yaml.safe_load(Path(file).read_text()) or {}
+        except (OSError, yaml.YAMLError) as err:
+            raise ConfigError(f"cannot read config file {file}: {err}") from None
+        if not isinstance(document, dict):
+            raise ConfigError(f"config file {file} must hold a mapping of settings")
+        unknown = sorted(set(document) - set(known))
+        if unknown:
+            raise ConfigError(f"unknown settings in {file}: {', '.join(unknown)}; known: {', '.join(known)}")
+        values.update(document)
+    for name in known:
+        if ENV_PREFIX + name.upper() in environ:
+            values[name] = environ[ENV_PREFIX + name.upper()]
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    for name, raw in values.items():
+        setattr(config, name, _coerce(name, raw, getattr(config, name)))
+    if ":" not in config.listen or not config.listen.rsplit(":", 1)[1].isdigit():
+        raise ConfigError(f"listen address {config.listen!r} must be HOST:PORT")
+    if config.workers < 1:
+        raise ConfigError("workers must be at least 1")
+    return config

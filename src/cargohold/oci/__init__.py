@@ -1,0 +1,1 @@
+"""The pure OCI model: names, digests, media types, manifests. No I/O lives here."""

@@ -1,0 +1,1 @@
+"""The OCI Distribution API as an ASGI application."""

@@ -1,0 +1,147 @@
+"""The registry ASGI application: dispatch, error mapping and the access log."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from ..config import Config, load_config
+from ..oci.errors import ErrorCode, RegistryError
+from ..oci.names import validate_name
+from ..storage.blobstore import FilesystemBlobStore
+from ..storage.metadata import SQLiteMetadataStore
+from . import blobs, manifests, uploads
+from .http import ClientDisconnected, Receive, Request, Responder, Scope, Send
+from .pagination import page
+from .routes import match
+
+log = logging.getLogger("cargohold.registry")
+access_log = logging.getLogger("cargohold.access")
+
+
+class Registry:
+    """One registry process's view of the stores, and the ASGI entry point."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        config.data.mkdir(parents=True, exist_ok=True)
+        self.meta = SQLiteMetadataStore(config.database_path)
+        self.blobs = FilesystemBlobStore(config.data, fsync=config.fsync)
+        self.hashers = uploads.HasherCache()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        started = time.perf_counter()
+        request = Request(scope, receive)
+        res = Responder(send)
+        try:
+            await self._dispatch(request, res)
+        except RegistryError as err:
+            await self._refuse(request, res, err)
+        except ClientDisconnected:
+            res.status = res.status or 499
+        except Exception:
+            log.exception("internal error on %s %s", request.method, request.path)
+            await self._refuse(request, res, RegistryError(ErrorCode.UNKNOWN, "internal error; see the server log"))
+        if self.config.access_log:
+            client = scope.get("client") or ("-", 0)
+            access_log.info(
+                '%s "%s %s" %d %d %.1fms',
+                client[0],
+                request.method,
+                request.path,
+                res.status,
+                res.sent_bytes,
+                (time.perf_counter() - started) * 1000,
+            )
+
+    async def _refuse(self, request: Request, res: Responder, err: RegistryError) -> None:
+        if res.status:  # the response already started; nothing more can be said
+            return
+        await res.error(err, head=request.method == "HEAD")
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                self.meta.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _dispatch(self, request: Request, res: Responder) -> None:
+        route = match(request.path)
+        if route is None:
+            raise RegistryError(ErrorCode.NOT_FOUND, f"no such endpoint: {request.path[:200]}")
+        method = request.method
+        if route.endpoint == "base":
+            self._allow(method, "GET", "HEAD")
+            await res.json(200, {}) if method == "GET" else await res.empty(200)
+            return
+        if route.endpoint == "catalog":
+            self._allow(method, "GET")
+            names, headers = page(request, self.meta.list_repositories)
+            await res.json(200, {"repositories": names}, headers)
+            return
+        name = validate_name(route.name)
+        if route.endpoint == "manifest":
+            if method in ("GET", "HEAD"):
+                await manifests.get(self, request, res, name, route.arg, head=method == "HEAD")
+            elif method == "PUT":
+                await manifests.put(self, request, res, name, route.arg)
+            elif method == "DELETE":
+                await manifests.delete(self, request, res, name, route.arg)
+            else:
+                self._allow(method, "GET", "HEAD", "PUT", "DELETE")
+        elif route.endpoint == "blob":
+            if method in ("GET", "HEAD"):
+                await blobs.get(self, request, res, name, route.arg, head=method == "HEAD")
+            elif method == "DELETE":
+                await blobs.delete(self, request, res, name, route.arg)
+            else:
+                self._allow(method, "GET", "HEAD", "DELETE")
+        elif route.endpoint == "upload":
+            await self._upload(request, res, name, route.arg)
+        elif route.endpoint == "tags":
+            self._allow(method, "GET")
+            await manifests.tags(self, request, res, name)
+        elif route.endpoint == "referrers":
+            self._allow(method, "GET")
+            await manifests.referrers(self, request, res, name, route.arg)
+
+    async def _upload(self, request: Request, res: Responder, name: str, upload_id: str) -> None:
+        method = request.method
+        if not upload_id:
+            self._allow(method, "POST")
+            await uploads.start(self, request, res, name)
+            return
+        handlers = {
+            "PATCH": uploads.patch,
+            "PUT": uploads.finish,
+            "GET": uploads.status,
+            "DELETE": uploads.cancel,
+        }
+        handler = handlers.get(method)
+        if handler is None:
+            self._allow(method, *handlers)
+        else:
+            await handler(self, request, res, name, upload_id)
+
+    @staticmethod
+    def _allow(method: str, *allowed: str) -> None:
+        if method not in allowed:
+            raise RegistryError(
+                ErrorCode.UNSUPPORTED,
+                f"method {method} is not allowed here; use {', '.join(allowed)}",
+                headers={"allow": ", ".join(allowed)},
+            )
+
+
+def create_app() -> Registry:
+    """Factory for ASGI servers started in worker processes: config comes from the environment."""
+    return Registry(load_config())

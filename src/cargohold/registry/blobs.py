@@ -1,0 +1,73 @@
+"""Blob reads (with byte ranges) and blob deletion."""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+from ..oci.digest import Digest
+from ..oci.errors import ErrorCode, RegistryError
+from .http import Request, Responder
+
+if TYPE_CHECKING:
+    from .app import Registry
+
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+def parse_range(header: str, size: int) -> tuple[int, int]:
+    """(offset, length) of a single `bytes=` range; RANGE_INVALID when it cannot be served."""
+    found = _RANGE.match(header.strip())
+    unsatisfiable = RegistryError(
+        ErrorCode.RANGE_INVALID,
+        f"range {header[:60]!r} cannot be served from a blob of {size} bytes",
+        headers={"content-range": f"bytes */{size}"},
+    )
+    if not found or (not found[1] and not found[2]):
+        raise unsatisfiable
+    first, last = found[1], found[2]
+    if not first:  # suffix range: the last N bytes
+        length = min(int(last), size)
+        if length == 0:
+            raise unsatisfiable
+        return size - length, length
+    start = int(first)
+    end = min(int(last), size - 1) if last else size - 1
+    if start >= size or end < start:
+        raise unsatisfiable
+    return start, end - start + 1
+
+
+async def get(registry: Registry, request: Request, res: Responder, name: str, reference: str, head: bool) -> None:
+    digest = Digest.parse(reference)
+    size = registry.meta.blob_size(name, str(digest))
+    path = registry.blobs.blob_path(digest)
+    if size is None or registry.blobs.blob_size(digest) != size:
+        raise RegistryError(ErrorCode.BLOB_UNKNOWN, f"blob {digest} is not in {name}")
+    headers = {
+        "content-type": "application/octet-stream",
+        "docker-content-digest": str(digest),
+        "accept-ranges": "bytes",
+        "etag": f'"{digest}"',
+        "cache-control": "max-age=31536000",
+    }
+    offset, length, status = 0, size, 200
+    range_header = request.headers.get("range")
+    if range_header:
+        offset, length = parse_range(range_header, size)
+        status = 206
+        headers["content-range"] = f"bytes {offset}-{offset + length - 1}/{size}"
+    headers["content-length"] = str(length)
+    await res.start(status, headers)
+    if head:
+        await res.body(b"")
+        return
+    pathsend = "http.response.pathsend" in request.scope.get("extensions", {}) and length == size
+    await res.file(str(path), offset, length, pathsend)
+
+
+async def delete(registry: Registry, request: Request, res: Responder, name: str, reference: str) -> None:
+    digest = Digest.parse(reference)
+    if not registry.meta.unlink_blob(name, str(digest)):
+        raise RegistryError(ErrorCode.BLOB_UNKNOWN, f"blob {digest} is not in {name}")
+    await res.empty(202, {"docker-content-digest": str(digest)})

@@ -1,0 +1,151 @@
+"""Just enough ASGI plumbing for the registry: a request view and response senders.
+
+The registry speaks raw ASGI rather than through a framework: its routes (repository names
+with slashes, digests with colons) fit no router well, and a manifest GET must cost little.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from typing import Any
+from urllib.parse import parse_qs
+
+from ..oci.errors import ErrorCode, RegistryError
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+API_VERSION = (b"docker-distribution-api-version", b"registry/2.0")
+READ_CHUNK = 1 << 20
+
+
+class ClientDisconnected(Exception):
+    """The client went away before sending its whole request body."""
+
+
+class Request:
+    __slots__ = ("_query", "headers", "method", "path", "receive", "scope")
+
+    def __init__(self, scope: Scope, receive: Receive) -> None:
+        self.scope = scope
+        self.receive = receive
+        self.method: str = scope["method"]
+        self.path: str = scope["path"]
+        self.headers: dict[str, str] = {}
+        for raw_key, raw_value in scope["headers"]:
+            key, value = raw_key.decode("latin-1"), raw_value.decode("latin-1")
+            # Repeated headers (skopeo sends one Accept line per type) combine as a list.
+            self.headers[key] = f"{self.headers[key]}, {value}" if key in self.headers else value
+        self._query: dict[str, list[str]] | None = None
+
+    def query(self, key: str) -> str | None:
+        if self._query is None:
+            self._query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+        values = self._query.get(key)
+        return values[0] if values else None
+
+    def content_length(self) -> int | None:
+        value = self.headers.get("content-length")
+        if value is None:
+            return None
+        if not value.isdigit():
+            raise RegistryError(ErrorCode.SIZE_INVALID, f"invalid Content-Length {value[:40]!r}")
+        return int(value)
+
+    async def body_chunks(self) -> AsyncIterator[bytes]:
+        while True:
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                raise ClientDisconnected
+            chunk = message.get("body", b"")
+            if chunk:
+                yield chunk
+            if not message.get("more_body", False):
+                return
+
+    async def read_body(self, limit: int) -> bytes:
+        """The whole body, refused with 413 once it exceeds `limit` bytes."""
+        declared = self.content_length()
+        if declared is not None and declared > limit:
+            raise RegistryError(
+                ErrorCode.SIZE_INVALID, f"payload of {declared} bytes exceeds the limit of {limit}", status=413
+            )
+        parts: list[bytes] = []
+        size = 0
+        async for chunk in self.body_chunks():
+            size += len(chunk)
+            if size > limit:
+                raise RegistryError(ErrorCode.SIZE_INVALID, f"payload exceeds the limit of {limit} bytes", status=413)
+            parts.append(chunk)
+        return b"".join(parts)
+
+
+def _encode_headers(headers: dict[str, str] | None) -> list[tuple[bytes, bytes]]:
+    encoded = [API_VERSION]
+    if headers:
+        encoded.extend((k.lower().encode("latin-1"), str(v).encode("latin-1")) for k, v in headers.items())
+    return encoded
+
+
+class Responder:
+    """Sends one response and remembers its status and size for the access log."""
+
+    __slots__ = ("_send", "sent_bytes", "status")
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self.status = 0
+        self.sent_bytes = 0
+
+    async def start(self, status: int, headers: dict[str, str] | None = None) -> None:
+        self.status = status
+        await self._send({"type": "http.response.start", "status": status, "headers": _encode_headers(headers)})
+
+    async def body(self, data: bytes, more: bool = False) -> None:
+        self.sent_bytes += len(data)
+        await self._send({"type": "http.response.body", "body": data, "more_body": more})
+
+    async def bytes(self, status: int, data: bytes, headers: dict[str, str] | None = None) -> None:
+        headers = dict(headers or {})
+        headers["content-length"] = str(len(data))
+        await self.start(status, headers)
+        await self.body(data)
+
+    async def empty(self, status: int, headers: dict[str, str] | None = None) -> None:
+        await self.bytes(status, b"", headers)
+
+    async def json(self, status: int, document: Any, headers: dict[str, str] | None = None) -> None:
+        headers = dict(headers or {})
+        headers.setdefault("content-type", "application/json")
+        await self.bytes(status, json.dumps(document, separators=(",", ":")).encode(), headers)
+
+    async def error(self, err: RegistryError, head: bool = False) -> None:
+        payload = json.dumps(err.body()).encode()
+        headers = {"content-type": "application/json", "content-length": str(len(payload)), **err.headers}
+        await self.start(err.status, headers)
+        await self.body(b"" if head else payload)
+
+    async def file(self, path: str, offset: int, length: int, pathsend: bool) -> None:
+        """Stream `length` bytes of a file from `offset`, never holding more than a chunk."""
+        if pathsend and offset == 0:
+            self.sent_bytes += length
+            await self._send({"type": "http.response.pathsend", "path": path})
+            return
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            remaining = length
+            while remaining > 0:
+                chunk = os.pread(fd, min(READ_CHUNK, remaining), offset)
+                if not chunk:
+                    raise OSError(f"{path} ended {remaining} bytes early")
+                offset += len(chunk)
+                remaining -= len(chunk)
+                await self.body(chunk, more=remaining > 0)
+        finally:
+            os.close(fd)
+        if length == 0:
+            await self.body(b"")

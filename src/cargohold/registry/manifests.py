@@ -1,0 +1,118 @@
+"""Manifest push, pull and delete; referrers; tag listing."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+from ..oci import mediatypes as mt
+from ..oci.digest import Digest, looks_like_digest
+from ..oci.errors import ErrorCode, RegistryError
+from ..oci.manifest import accepts, parse_manifest
+from ..oci.names import validate_tag
+from ..storage.metadata import ManifestRecord, MissingReferences, StoredManifest
+from .http import Request, Responder
+from .pagination import page
+
+if TYPE_CHECKING:
+    from .app import Registry
+
+
+def _lookup(registry: Registry, name: str, reference: str) -> StoredManifest:
+    if looks_like_digest(reference):
+        stored = registry.meta.manifest_by_digest(name, str(Digest.parse(reference)))
+    else:
+        stored = registry.meta.manifest_by_tag(name, validate_tag(reference))
+    if stored is None:
+        if not registry.meta.repository_exists(name):
+            raise RegistryError(ErrorCode.NAME_UNKNOWN, f"repository {name} is not known to this registry")
+        raise RegistryError(ErrorCode.MANIFEST_UNKNOWN, f"manifest {reference} is not in {name}")
+    return stored
+
+
+async def get(registry: Registry, request: Request, res: Responder, name: str, reference: str, head: bool) -> None:
+    stored = _lookup(registry, name, reference)
+    accept = request.headers.get("accept")
+    if not accepts(accept, stored.media_type):
+        raise RegistryError(
+            ErrorCode.MANIFEST_UNKNOWN,
+            f"manifest {reference} is {stored.media_type}, which this client does not accept (Accept: {accept[:300]})",
+        )
+    headers = {
+        "content-type": stored.media_type,
+        "docker-content-digest": stored.digest,
+        "content-length": str(len(stored.payload)),
+        "etag": f'"{stored.digest}"',
+    }
+    await res.start(200, headers)
+    await res.body(b"" if head else stored.payload)
+
+
+async def put(registry: Registry, request: Request, res: Responder, name: str, reference: str) -> None:
+    by_digest = looks_like_digest(reference)
+    expected = Digest.parse(reference) if by_digest else None
+    tag = None if by_digest else validate_tag(reference)
+    payload = await request.read_body(registry.config.max_manifest_bytes)
+    digest = Digest.of(payload, expected.algorithm if expected else "sha256")
+    if expected is not None and digest != expected:
+        raise RegistryError(ErrorCode.DIGEST_INVALID, f"manifest content has digest {digest}, not {expected}")
+    manifest = parse_manifest(payload, request.headers.get("content-type"))
+    record = ManifestRecord(
+        digest=str(digest),
+        media_type=manifest.media_type,
+        artifact_type=manifest.effective_artifact_type,
+        subject=str(manifest.subject.digest) if manifest.subject else None,
+        payload=payload,
+        blobs=tuple((str(d.digest), "config" if d is manifest.config else "layer") for d in manifest.required_blobs),
+        children=tuple(str(d.digest) for d in manifest.children),
+    )
+    try:
+        registry.meta.put_manifest(name, record, tag)
+    except MissingReferences as missing:
+        unknown = missing.blobs + missing.manifests
+        kind = "blob" if missing.blobs else "manifest"
+        raise RegistryError(
+            ErrorCode.MANIFEST_BLOB_UNKNOWN,
+            f"{kind} {unknown[0]} referenced by the manifest is not in {name}"
+            + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""),
+            detail={"blobs": missing.blobs, "manifests": missing.manifests},
+        ) from None
+    headers = {"location": f"/v2/{name}/manifests/{digest}", "docker-content-digest": str(digest)}
+    if manifest.subject is not None:
+        headers["oci-subject"] = str(manifest.subject.digest)
+    await res.empty(201, headers)
+
+
+async def delete(registry: Registry, request: Request, res: Responder, name: str, reference: str) -> None:
+    if looks_like_digest(reference):
+        digest = str(Digest.parse(reference))
+        if not registry.meta.delete_manifest(name, digest):
+            raise RegistryError(ErrorCode.MANIFEST_UNKNOWN, f"manifest {digest} is not in {name}")
+    elif not registry.meta.delete_tag(name, validate_tag(reference)):
+        raise RegistryError(ErrorCode.MANIFEST_UNKNOWN, f"tag {reference} is not in {name}")
+    await res.empty(202)
+
+
+async def referrers(registry: Registry, request: Request, res: Responder, name: str, reference: str) -> None:
+    subject = Digest.parse(reference)
+    artifact_type = request.query("artifactType") or None
+    descriptors = []
+    for found in registry.meta.referrers(name, str(subject), artifact_type):
+        descriptor: dict[str, object] = {"mediaType": found.media_type, "digest": found.digest, "size": found.size}
+        if found.artifact_type:
+            descriptor["artifactType"] = found.artifact_type
+        annotations = json.loads(found.payload).get("annotations")
+        if annotations:
+            descriptor["annotations"] = annotations
+        descriptors.append(descriptor)
+    headers = {"content-type": mt.OCI_INDEX}
+    if artifact_type is not None:
+        headers["oci-filters-applied"] = "artifactType"
+    await res.json(200, {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": descriptors}, headers)
+
+
+async def tags(registry: Registry, request: Request, res: Responder, name: str) -> None:
+    if not registry.meta.repository_exists(name):
+        raise RegistryError(ErrorCode.NAME_UNKNOWN, f"repository {name} is not known to this registry")
+    names, headers = page(request, lambda n, last: registry.meta.list_tags(name, n, last))
+    await res.json(200, {"name": name, "tags": names}, headers)

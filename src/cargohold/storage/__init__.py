@@ -1,0 +1,1 @@
+"""Storage: content-addressed blob stores and the metadata database (the source of truth)."""

@@ -1,0 +1,144 @@
+"""The blob store contract and its local-filesystem implementation.
+
+Blobs live under `blobs/<algorithm>/<first two hex>/<hex>`; upload sessions under
+`uploads/<id>`. A blob appears at its final key only by an atomic rename of a file whose
+digest was already verified, so readers never see partial content. Keys are built only
+from validated digests and upload ids, never from request text, so they cannot escape
+the root.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import re
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+from ..oci.digest import Digest
+
+_UPLOAD_ID = re.compile(r"^[a-f0-9]{32}$")
+
+
+class StorageFullError(OSError):
+    """The blob store ran out of space."""
+
+
+class BlobStore(Protocol):
+    def create_upload(self, upload_id: str) -> None: ...
+    def upload_size(self, upload_id: str) -> int | None: ...
+    def open_upload(self, upload_id: str) -> UploadWriter: ...
+    def read_upload(self, upload_id: str) -> BinaryIO: ...
+    def commit_upload(self, upload_id: str, digest: Digest) -> None: ...
+    def delete_upload(self, upload_id: str) -> None: ...
+    def blob_path(self, digest: Digest) -> Path: ...
+    def blob_size(self, digest: Digest) -> int | None: ...
+    def delete_blob(self, digest: Digest) -> None: ...
+
+
+def is_upload_id(upload_id: str) -> bool:
+    return bool(_UPLOAD_ID.match(upload_id))
+
+
+def check_upload_id(upload_id: str) -> str:
+    if not is_upload_id(upload_id):
+        raise ValueError(f"malformed upload id {upload_id[:80]!r}")
+    return upload_id
+
+
+class UploadWriter:
+    """Appends to an upload file; truncates back to `start` if the write is abandoned."""
+
+    def __init__(self, path: Path, fsync: bool) -> None:
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+        self._fsync = fsync
+        self.size = os.fstat(self._fd).st_size
+
+    def write(self, data: bytes | memoryview) -> None:
+        view = memoryview(data)
+        while view:
+            try:
+                written = os.write(self._fd, view)
+            except OSError as err:
+                if err.errno in (errno.ENOSPC, errno.EDQUOT):
+                    raise StorageFullError(err.errno, "no space left in the blob store") from err
+                raise
+            self.size += written
+            view = view[written:]
+
+    def truncate(self, size: int) -> None:
+        os.ftruncate(self._fd, size)
+        self.size = size
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            if self._fsync:
+                os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = -1
+
+
+class FilesystemBlobStore:
+    def __init__(self, root: Path, fsync: bool = True) -> None:
+        self.root = Path(root)
+        self.fsync = fsync
+        self._blobs = self.root / "blobs"
+        self._uploads = self.root / "uploads"
+        self._blobs.mkdir(parents=True, exist_ok=True)
+        self._uploads.mkdir(parents=True, exist_ok=True)
+
+    def _upload_path(self, upload_id: str) -> Path:
+        return self._uploads / check_upload_id(upload_id)
+
+    def blob_path(self, digest: Digest) -> Path:
+        return self._blobs / digest.algorithm / digest.encoded[:2] / digest.encoded
+
+    def create_upload(self, upload_id: str) -> None:
+        fd = os.open(self._upload_path(upload_id), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.close(fd)
+
+    def upload_size(self, upload_id: str) -> int | None:
+        try:
+            return self._upload_path(upload_id).stat().st_size
+        except FileNotFoundError:
+            return None
+
+    def open_upload(self, upload_id: str) -> UploadWriter:
+        return UploadWriter(self._upload_path(upload_id), self.fsync)
+
+    def read_upload(self, upload_id: str) -> BinaryIO:
+        return open(self._upload_path(upload_id), "rb")
+
+    def commit_upload(self, upload_id: str, digest: Digest) -> None:
+        target = self.blob_path(digest)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # Same content, same name: if the blob is already there, replacing it is harmless.
+        os.replace(self._upload_path(upload_id), target)
+        if self.fsync:
+            _fsync_dir(target.parent)
+
+    def delete_upload(self, upload_id: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self._upload_path(upload_id).unlink()
+
+    def blob_size(self, digest: Digest) -> int | None:
+        try:
+            return self.blob_path(digest).stat().st_size
+        except FileNotFoundError:
+            return None
+
+    def delete_blob(self, digest: Digest) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.blob_path(digest).unlink()
+
+    def upload_ids(self) -> list[str]:
+        return [p.name for p in self._uploads.iterdir() if _UPLOAD_ID.match(p.name)]
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

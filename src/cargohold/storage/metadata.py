@@ -1,0 +1,355 @@
+"""The metadata database: repositories, blobs, manifests, tags, uploads.
+
+It is the source of truth: a blob is readable through a repository only if this database
+links them, whatever the blob store holds. SQLite in WAL mode is the embedded default;
+every registry worker process opens its own connection.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS repository (
+    name TEXT PRIMARY KEY,
+    created REAL NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS blob (
+    digest TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    created REAL NOT NULL,
+    last_touched REAL NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS repository_blob (
+    repo TEXT NOT NULL,
+    digest TEXT NOT NULL REFERENCES blob(digest),
+    created REAL NOT NULL,
+    PRIMARY KEY (repo, digest)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS repository_blob_digest ON repository_blob(digest);
+CREATE TABLE IF NOT EXISTS manifest (
+    repo TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    media_type TEXT NOT NULL,
+    artifact_type TEXT,
+    subject TEXT,
+    size INTEGER NOT NULL,
+    payload BLOB NOT NULL,
+    created REAL NOT NULL,
+    PRIMARY KEY (repo, digest)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS manifest_subject ON manifest(repo, subject) WHERE subject IS NOT NULL;
+CREATE TABLE IF NOT EXISTS manifest_ref (
+    repo TEXT NOT NULL,
+    manifest TEXT NOT NULL,
+    child TEXT NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('config', 'layer', 'manifest')),
+    PRIMARY KEY (repo, manifest, child, kind)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS manifest_ref_child ON manifest_ref(child);
+CREATE TABLE IF NOT EXISTS tag (
+    repo TEXT NOT NULL,
+    name TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    updated REAL NOT NULL,
+    PRIMARY KEY (repo, name)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS tag_digest ON tag(repo, digest);
+CREATE TABLE IF NOT EXISTS tag_event (
+    id INTEGER PRIMARY KEY,
+    repo TEXT NOT NULL,
+    name TEXT NOT NULL,
+    old_digest TEXT,
+    new_digest TEXT,
+    at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS upload (
+    id TEXT PRIMARY KEY,
+    repo TEXT NOT NULL,
+    started REAL NOT NULL
+) WITHOUT ROWID;
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredManifest:
+    digest: str
+    media_type: str
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Referrer:
+    digest: str
+    media_type: str
+    artifact_type: str | None
+    size: int
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestRecord:
+    """What `put_manifest` stores: the parsed graph, flattened to digests."""
+
+    digest: str
+    media_type: str
+    artifact_type: str | None
+    subject: str | None
+    payload: bytes
+    blobs: tuple[tuple[str, str], ...]  # (digest, "config" | "layer")
+    children: tuple[str, ...]
+
+
+class MissingReferences(Exception):
+    def __init__(self, blobs: list[str], manifests: list[str]) -> None:
+        self.blobs = blobs
+        self.manifests = manifests
+        super().__init__(f"missing blobs {blobs}, manifests {manifests}")
+
+
+class SQLiteMetadataStore:
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Autocommit mode: transactions are explicit, reads take no lock.
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        # executescript commits on its own, so it runs outside an explicit transaction.
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        # IMMEDIATE takes the write lock up front, so two writers never deadlock on upgrade.
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    # -- repositories ---------------------------------------------------------------------
+
+    def repository_exists(self, repo: str) -> bool:
+        return self._db.execute("SELECT 1 FROM repository WHERE name = ?", (repo,)).fetchone() is not None
+
+    @staticmethod
+    def _ensure_repository(db: sqlite3.Connection, repo: str, now: float) -> None:
+        db.execute("INSERT OR IGNORE INTO repository(name, created) VALUES (?, ?)", (repo, now))
+
+    def list_repositories(self, limit: int | None, last: str | None) -> list[str]:
+        # A repository appears in the catalog once it holds a manifest.
+        sql = "SELECT name FROM repository r WHERE EXISTS (SELECT 1 FROM manifest m WHERE m.repo = r.name)"
+        return self._page(sql, "name", limit, last)
+
+    def _page(self, sql: str, column: str, limit: int | None, last: str | None, *args: object) -> list[str]:
+        params: list[object] = list(args)
+        if last is not None:
+            sql += f" AND {column} > ?"
+            params.append(last)
+        sql += f" ORDER BY {column}"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        return [row[0] for row in self._db.execute(sql, params)]
+
+    # -- blobs -----------------------------------------------------------------------------
+
+    def blob_size(self, repo: str, digest: str) -> int | None:
+        """Size of a blob readable through `repo`, or None."""
+        row = self._db.execute(
+            "SELECT b.size FROM repository_blob rb JOIN blob b ON b.digest = rb.digest "
+            "WHERE rb.repo = ? AND rb.digest = ?",
+            (repo, digest),
+        ).fetchone()
+        return row[0] if row else None
+
+    def add_blob(self, repo: str, digest: str, size: int, upload_id: str | None = None) -> None:
+        """Record a verified blob and link it into `repo`; drop the finished upload session."""
+        now = time.time()
+        with self.transaction() as db:
+            self._ensure_repository(db, repo, now)
+            db.execute(
+                "INSERT INTO blob(digest, size, created, last_touched) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(digest) DO UPDATE SET last_touched = excluded.last_touched",
+                (digest, size, now, now),
+            )
+            db.execute(
+                "INSERT OR IGNORE INTO repository_blob(repo, digest, created) VALUES (?, ?, ?)", (repo, digest, now)
+            )
+            if upload_id is not None:
+                db.execute("DELETE FROM upload WHERE id = ?", (upload_id,))
+
+    def mount_blob(self, repo: str, digest: str, source: str) -> int | None:
+        """Link a blob readable through `source` into `repo`; its size, or None if not readable."""
+        now = time.time()
+        with self.transaction() as db:
+            row = db.execute(
+                "SELECT b.size FROM repository_blob rb JOIN blob b ON b.digest = rb.digest "
+                "WHERE rb.repo = ? AND rb.digest = ?",
+                (source, digest),
+            ).fetchone()
+            if row is None:
+                return None
+            self._ensure_repository(db, repo, now)
+            db.execute("UPDATE blob SET last_touched = ? WHERE digest = ?", (now, digest))
+            db.execute(
+                "INSERT OR IGNORE INTO repository_blob(repo, digest, created) VALUES (?, ?, ?)", (repo, digest, now)
+            )
+            return int(row[0])
+
+    def unlink_blob(self, repo: str, digest: str) -> bool:
+        with self.transaction() as db:
+            cursor = db.execute("DELETE FROM repository_blob WHERE repo = ? AND digest = ?", (repo, digest))
+            return cursor.rowcount > 0
+
+    # -- uploads ---------------------------------------------------------------------------
+
+    def create_upload(self, upload_id: str, repo: str) -> None:
+        now = time.time()
+        with self.transaction() as db:
+            self._ensure_repository(db, repo, now)
+            db.execute("INSERT INTO upload(id, repo, started) VALUES (?, ?, ?)", (upload_id, repo, now))
+
+    def upload_repository(self, upload_id: str) -> str | None:
+        row = self._db.execute("SELECT repo FROM upload WHERE id = ?", (upload_id,)).fetchone()
+        return row[0] if row else None
+
+    def delete_upload(self, upload_id: str) -> bool:
+        with self.transaction() as db:
+            return db.execute("DELETE FROM upload WHERE id = ?", (upload_id,)).rowcount > 0
+
+    def upload_ids(self) -> set[str]:
+        return {row[0] for row in self._db.execute("SELECT id FROM upload")}
+
+    # -- manifests and tags -------------------------------------------------------------------
+
+    def put_manifest(self, repo: str, record: ManifestRecord, tag: str | None) -> None:
+        """Store a manifest (and move `tag` to it) if everything it references is in `repo`.
+
+        The reference check and the insert share one write transaction, so a concurrent
+        delete cannot slip between them.
+        """
+        now = time.time()
+        with self.transaction() as db:
+            missing_blobs = [
+                digest
+                for digest, _ in record.blobs
+                if db.execute("SELECT 1 FROM repository_blob WHERE repo = ? AND digest = ?", (repo, digest)).fetchone()
+                is None
+            ]
+            missing_manifests = [
+                digest
+                for digest in record.children
+                if db.execute("SELECT 1 FROM manifest WHERE repo = ? AND digest = ?", (repo, digest)).fetchone() is None
+            ]
+            if missing_blobs or missing_manifests:
+                raise MissingReferences(missing_blobs, missing_manifests)
+            self._ensure_repository(db, repo, now)
+            db.execute(
+                "INSERT INTO manifest(repo, digest, media_type, artifact_type, subject, size, payload, created) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(repo, digest) DO NOTHING",
+                (
+                    repo,
+                    record.digest,
+                    record.media_type,
+                    record.artifact_type,
+                    record.subject,
+                    len(record.payload),
+                    record.payload,
+                    now,
+                ),
+            )
+            refs = [(repo, record.digest, d, kind) for d, kind in record.blobs]
+            refs += [(repo, record.digest, d, "manifest") for d in record.children]
+            db.executemany("INSERT OR IGNORE INTO manifest_ref(repo, manifest, child, kind) VALUES (?, ?, ?, ?)", refs)
+            touched = {d for d, _ in record.blobs}
+            db.executemany("UPDATE blob SET last_touched = ? WHERE digest = ?", [(now, d) for d in touched])
+            if tag is not None:
+                self._move_tag(db, repo, tag, record.digest, now)
+
+    @staticmethod
+    def _move_tag(db: sqlite3.Connection, repo: str, tag: str, digest: str, now: float) -> None:
+        row = db.execute("SELECT digest FROM tag WHERE repo = ? AND name = ?", (repo, tag)).fetchone()
+        old = row[0] if row else None
+        if old == digest:
+            return
+        db.execute(
+            "INSERT INTO tag(repo, name, digest, updated) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT(repo, name) DO UPDATE SET digest = excluded.digest, updated = excluded.updated",
+            (repo, tag, digest, now),
+        )
+        db.execute(
+            "INSERT INTO tag_event(repo, name, old_digest, new_digest, at) VALUES (?, ?, ?, ?, ?)",
+            (repo, tag, old, digest, now),
+        )
+
+    def manifest_by_digest(self, repo: str, digest: str) -> StoredManifest | None:
+        row = self._db.execute(
+            "SELECT digest, media_type, payload FROM manifest WHERE repo = ? AND digest = ?", (repo, digest)
+        ).fetchone()
+        return StoredManifest(*row) if row else None
+
+    def manifest_by_tag(self, repo: str, tag: str) -> StoredManifest | None:
+        row = self._db.execute(
+            "SELECT m.digest, m.media_type, m.payload FROM tag t "
+            "JOIN manifest m ON m.repo = t.repo AND m.digest = t.digest WHERE t.repo = ? AND t.name = ?",
+            (repo, tag),
+        ).fetchone()
+        return StoredManifest(*row) if row else None
+
+    def delete_tag(self, repo: str, tag: str) -> bool:
+        now = time.time()
+        with self.transaction() as db:
+            row = db.execute("SELECT digest FROM tag WHERE repo = ? AND name = ?", (repo, tag)).fetchone()
+            if row is None:
+                return False
+            db.execute("DELETE FROM tag WHERE repo = ? AND name = ?", (repo, tag))
+            db.execute(
+                "INSERT INTO tag_event(repo, name, old_digest, new_digest, at) VALUES (?, ?, ?, NULL, ?)",
+                (repo, tag, row[0], now),
+            )
+            return True
+
+    def delete_manifest(self, repo: str, digest: str) -> bool:
+        """Delete a manifest and every tag pointing at it."""
+        now = time.time()
+        with self.transaction() as db:
+            if db.execute("DELETE FROM manifest WHERE repo = ? AND digest = ?", (repo, digest)).rowcount == 0:
+                return False
+            db.execute("DELETE FROM manifest_ref WHERE repo = ? AND manifest = ?", (repo, digest))
+            tags = [row[0] for row in db.execute("SELECT name FROM tag WHERE repo = ? AND digest = ?", (repo, digest))]
+            db.execute("DELETE FROM tag WHERE repo = ? AND digest = ?", (repo, digest))
+            db.executemany(
+                "INSERT INTO tag_event(repo, name, old_digest, new_digest, at) VALUES (?, ?, ?, NULL, ?)",
+                [(repo, t, digest, now) for t in tags],
+            )
+            return True
+
+    def list_tags(self, repo: str, limit: int | None, last: str | None) -> list[str]:
+        return self._page("SELECT name FROM tag WHERE repo = ?", "name", limit, last, repo)
+
+    def referrers(self, repo: str, subject: str, artifact_type: str | None) -> list[Referrer]:
+        sql = "SELECT digest, media_type, artifact_type, size, payload FROM manifest WHERE repo = ? AND subject = ?"
+        params: list[object] = [repo, subject]
+        if artifact_type is not None:
+            sql += " AND artifact_type = ?"
+            params.append(artifact_type)
+        return [Referrer(*row) for row in self._db.execute(sql + " ORDER BY created, digest", params)]
+
+    def tag_history(self, repo: str, tag: str) -> list[tuple[str | None, str | None, float]]:
+        return list(
+            self._db.execute(
+                "SELECT old_digest, new_digest, at FROM tag_event WHERE repo = ? AND name = ? ORDER BY id", (repo, tag)
+            )
+        )
