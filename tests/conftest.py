@@ -1,0 +1,61 @@
+"""Fixtures that start real servers on loopback ports for the whole test session."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.clients import ContainersTools, Dockerd
+from tests.support.servers import Cargohold, Distribution, ServerProcess
+
+
+@pytest.fixture(scope="session")
+def cargohold(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cargohold]:
+    server = Cargohold(tmp_path_factory.mktemp("cargohold"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def distribution(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Distribution]:
+    server = Distribution(tmp_path_factory.mktemp("distribution"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["cargohold", "distribution"])
+def any_registry(request: pytest.FixtureRequest) -> ServerProcess:
+    """Each client scenario runs against ours and, as a check on the test itself, the reference."""
+    return request.getfixturevalue(request.param)
+
+
+@pytest.fixture
+def fresh_cargohold(tmp_path: Path) -> Iterator[Cargohold]:
+    """A registry of the test's own, for tests that kill or restart it."""
+    server = Cargohold(tmp_path / "registry")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def dockerd() -> Iterator[Dockerd]:
+    """One private Docker engine for the session; started only when a test asks for it."""
+    engine = Dockerd()
+    try:
+        engine.start()
+        yield engine
+    finally:
+        engine.stop()
+
+
+@pytest.fixture(scope="session")
+def containers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ContainersTools]:
+    """skopeo and podman with private configs and storage."""
+    tools = ContainersTools(tmp_path_factory.mktemp("containers"))
+    yield tools
+    tools.stop()

@@ -1,0 +1,128 @@
+"""Real servers the tests start on loopback ports: cargohold, Debian's docker-registry, dockerd."""
+
+from __future__ import annotations
+
+import abc
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def require_tool(name: str) -> str:
+    """The path of a tool the test needs; a clear failure (never a skip) when it is missing."""
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"{name} is not installed: run `make system-deps` (scripts/system-deps.sh) as root", pytrace=False)
+    return path
+
+
+def wait_for_http(url: str, process: subprocess.Popen | None, log: Path | None, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            tail = log.read_text()[-3000:] if log and log.exists() else ""
+            raise RuntimeError(f"server exited with {process.returncode} before answering {url}:\n{tail}")
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{url} did not answer within {timeout}s")
+
+
+class ServerProcess(abc.ABC):
+    """A child process serving a registry at `url`; `host` is what image references use."""
+
+    kind = "server"
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.host = f"127.0.0.1:{self.port}"
+        self.url = f"http://{self.host}"
+        self.log = workdir / "server.log"
+        self.process: subprocess.Popen | None = None
+
+    @abc.abstractmethod
+    def command(self) -> list[str]: ...
+
+    def env(self) -> dict[str, str]:
+        return dict(os.environ)
+
+    def start(self) -> ServerProcess:
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(
+                self.command(), cwd=self.workdir, env=self.env(), stdout=log, stderr=subprocess.STDOUT
+            )
+        wait_for_http(self.url + "/v2/", self.process, self.log)
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would."""
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+class Cargohold(ServerProcess):
+    kind = "cargohold"
+
+    def __init__(self, workdir: Path, extra_env: dict[str, str] | None = None, port: int | None = None) -> None:
+        super().__init__(workdir)
+        if port is not None:
+            self.port, self.host, self.url = port, f"127.0.0.1:{port}", f"http://127.0.0.1:{port}"
+        self.data = workdir / "data"
+        self.extra_env = extra_env or {}
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "cargohold", "serve", "--listen", self.host, "--data", str(self.data)]
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CARGOHOLD_")}
+        env.update(self.extra_env)
+        return env
+
+
+class Distribution(ServerProcess):
+    """Debian's docker-registry (Distribution 2.8), the reference the tests compare against."""
+
+    kind = "distribution"
+
+    def command(self) -> list[str]:
+        binary = require_tool("docker-registry")
+        config = self.workdir / "config.yml"
+        config.write_text(
+            "version: 0.1\n"
+            "log: {level: warn}\n"
+            f"http: {{addr: '{self.host}'}}\n"
+            "storage:\n"
+            f"  filesystem: {{rootdirectory: '{self.workdir / 'data'}'}}\n"
+            "  delete: {enabled: true}\n"
+        )
+        return [binary, "serve", str(config)]

@@ -1,0 +1,29 @@
+"""Looking inside a cargohold data directory, to prove nothing partial was left behind."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from pathlib import Path
+
+
+def _rows(data: Path, sql: str) -> set[str]:
+    with sqlite3.connect(data / "metadata.sqlite3") as db:
+        return {row[0] for row in db.execute(sql)}
+
+
+def assert_store_consistent(data: Path) -> None:
+    """Every stored blob hashes to its name and is recorded; every upload file has a session."""
+    recorded = _rows(data, "SELECT digest FROM blob")
+    for path in (data / "blobs").glob("*/*/*"):
+        digest = f"{path.parent.parent.name}:{path.name}"
+        actual = hashlib.new(path.parent.parent.name, path.read_bytes()).hexdigest()
+        assert actual == path.name, f"{path} holds content that does not match its name"
+        assert digest in recorded, f"{digest} is in the blob store but not in the database"
+    sessions = _rows(data, "SELECT id FROM upload")
+    files = {p.name for p in (data / "uploads").iterdir()}
+    assert files <= sessions, f"upload files without a session: {sorted(files - sessions)}"
+
+
+def upload_files(data: Path) -> set[str]:
+    return {p.name for p in (data / "uploads").iterdir()}
