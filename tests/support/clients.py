@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -41,6 +42,7 @@ def run(
     log: Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run a client; on failure the assertion message carries its output (and a daemon log tail if given)."""
+    __tracebackhide__ = True  # the message says it all; the test's own line is what matters
     argv = [str(c) for c in cmd]
     result = subprocess.run(
         argv, env=dict(env) if env else None, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
@@ -99,6 +101,15 @@ def repository(registry: ServerProcess, repo: str) -> str:
 # --- dockerd -------------------------------------------------------------------------------------------------------
 
 
+# dockerd 20.10 and containerd 1.6 hard-code these (plugin specs, shim sockets); no flag moves them
+HARDCODED_RUN_DIRS = (
+    Path("/run/docker/plugins"),
+    Path("/run/docker"),
+    Path("/run/containerd/s"),
+    Path("/run/containerd"),
+)
+
+
 class Dockerd:
     """A private Docker engine (dockerd 20.10) under a short /tmp dir, driven by whichever `docker` CLI is first."""
 
@@ -108,6 +119,7 @@ class Dockerd:
         self.socket = self.root / "d.sock"
         self.log = self.root / "dockerd.log"
         self.process: subprocess.Popen[bytes] | None = None
+        self.preexisting = {path for path in HARDCODED_RUN_DIRS if path.exists()}
         self.env = {
             **os.environ,
             "DOCKER_HOST": f"unix://{self.socket}",
@@ -119,8 +131,15 @@ class Dockerd:
     def start(self) -> Dockerd:
         dockerd = require_tool("dockerd")
         self.docker = require_tool("docker")
+        # dockerd starts these itself and only says so deep in its log when they are missing
+        require_tool("containerd")
+        require_tool("runc")
+        # without a config file of its own dockerd reads /etc/docker/daemon.json and writes /etc/docker/key.json
+        config = self.root / "daemon.json"
+        config.write_text(json.dumps({"deprecated-key-path": str(self.root / "key.json")}))
         cmd = [
             dockerd,
+            "--config-file", str(config),
             "--data-root", str(self.root / "data"),
             "--exec-root", str(self.root / "exec"),
             "--pidfile", str(self.root / "docker.pid"),
@@ -152,6 +171,7 @@ class Dockerd:
     def run(
         self, *args: str | os.PathLike[str], check: bool = True, timeout: float = 180
     ) -> subprocess.CompletedProcess[str]:
+        __tracebackhide__ = True
         return run([self.docker, *args], env=self.env, check=check, timeout=timeout, log=self.log)
 
     def log_tail(self) -> str:
@@ -169,13 +189,20 @@ class Dockerd:
         kill_processes_mentioning(str(self.root))
         unmount_under(self.root)
         shutil.rmtree(self.root, ignore_errors=True)
+        for path in HARDCODED_RUN_DIRS:  # children first; only dirs we caused and that are empty now
+            if path not in self.preexisting:
+                with contextlib.suppress(OSError):
+                    path.rmdir()
 
 
 # --- skopeo and podman ---------------------------------------------------------------------------------------------
 
 
 class ContainersTools:
-    """skopeo and podman with every config and store in a private dir, so nothing under /etc or /var is used."""
+    """skopeo and podman with every config and store in a private dir.
+
+    One thing cannot be moved for root: containers/image's blob-info cache in /var/lib/containers/cache.
+    """
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -195,6 +222,12 @@ class ContainersTools:
         storage_conf.write_text(
             f'[storage]\ndriver = "vfs"\ngraphroot = "{self.storage}"\nrunroot = "{self.runroot}"\n'
         )
+        runc = root / "bin" / "runc"
+        runc.parent.mkdir(exist_ok=True)
+        # runc keeps state in /run/runc unless given --root, and podman 4.3 drops --runtime-flag in the
+        # `container cleanup` it runs when a container exits, so a wrapper passes it on every call
+        runc.write_text(f'#!/bin/sh\nexec {require_tool("runc")} --root {self.runroot / "runc"} "$@"\n')
+        runc.chmod(0o755)
         containers_conf = root / "containers.conf"
         # no CAP_SYS_RESOURCE here: podman's default rlimits cannot be set, and crun cannot drive hybrid cgroups
         containers_conf.write_text(
@@ -207,7 +240,10 @@ class ContainersTools:
             f'events_logfile_path = "{root / "events.log"}"\n'
             f'tmp_dir = "{self.runroot / "libpod"}"\n'
             f'volume_path = "{self.storage / "volumes"}"\n'
+            f'[engine.runtimes]\nrunc = ["{runc}"]\n'
         )
+        # podman refuses to push when REGISTRY_AUTH_FILE names a file that does not exist
+        (root / "auth.json").write_text('{"auths": {}}')
         self.env = {
             **os.environ,
             "HOME": str(home),
@@ -219,10 +255,15 @@ class ContainersTools:
         }
 
     def skopeo(self, *args: str | os.PathLike[str], check: bool = True) -> subprocess.CompletedProcess[str]:
+        __tracebackhide__ = True
         return run([require_tool("skopeo"), *args], env=self.env, check=check)
 
     def podman(self, *args: str | os.PathLike[str], check: bool = True) -> subprocess.CompletedProcess[str]:
-        base = [require_tool("podman"), "--root", self.storage, "--runroot", self.runroot, "--storage-driver", "vfs"]
+        __tracebackhide__ = True
+        base = [
+            require_tool("podman"),
+            "--root", self.storage, "--runroot", self.runroot, "--storage-driver", "vfs",
+        ]  # fmt: skip
         return run([*base, *args], env=self.env, check=check)
 
     def stop(self) -> None:
@@ -245,6 +286,7 @@ def static_busybox() -> Path:
 
 
 def umoci(*args: str | os.PathLike[str]) -> subprocess.CompletedProcess[str]:
+    __tracebackhide__ = True
     return run([require_tool("umoci"), *args])
 
 
