@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from ..config import Config, load_config
 from ..oci.errors import ErrorCode, RegistryError
@@ -28,6 +29,8 @@ class Registry:
         self.meta = SQLiteMetadataStore(config.database_path)
         self.blobs = FilesystemBlobStore(config.data, fsync=config.fsync)
         self.hashers = uploads.HasherCache()
+        # Threads that hash and write upload batches while the event loop receives.
+        self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="upload")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -70,6 +73,7 @@ class Registry:
             if message["type"] == "lifespan.startup":
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                self.pool.shutdown(wait=True)
                 self.meta.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return

@@ -8,16 +8,21 @@ session's latest bytes.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
+import time
 import uuid
 from collections import OrderedDict
+from collections.abc import AsyncIterator
+from concurrent.futures import Executor
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 from ..oci.digest import Digest
 from ..oci.errors import ErrorCode, RegistryError
 from ..oci.names import validate_name
-from ..storage.blobstore import StorageFullError, UploadWriter, is_upload_id
+from ..storage.blobstore import StorageFullError, UploadBusyError, UploadWriter, is_upload_id
 from .http import ClientDisconnected, Request, Responder
 
 if TYPE_CHECKING:
@@ -25,7 +30,11 @@ if TYPE_CHECKING:
 
 _CONTENT_RANGE = re.compile(r"^(?:bytes[ =])?(\d+)-(\d+)(?:/(?:\d+|\*))?$")
 _HASH_CHUNK = 1 << 20
+# Bytes gathered before a batch is handed to a worker thread to hash and write.
+_BATCH = 1 << 20
 _MAX_CACHED_HASHERS = 1024
+# How long a request waits for another request on the same upload session to finish.
+_BUSY_WAIT = 5.0
 
 
 class HasherCache:
@@ -74,18 +83,43 @@ def _created_headers(name: str, digest: Digest) -> dict[str, str]:
     return {"location": f"/v2/{name}/blobs/{digest}", "docker-content-digest": str(digest)}
 
 
-async def _append(request: Request, writer: UploadWriter, hasher: hashlib._Hash) -> int:
+async def _append(request: Request, writer: UploadWriter, hasher: hashlib._Hash, pool: Executor) -> int:
     """Stream the request body onto the upload; returns the bytes appended.
 
-    Bytes that reached the file stay there if the client disconnects: the session's offset
-    says how far it got and the client may resume. A failed write is undone.
+    Received chunks are gathered into batches that a worker thread hashes and writes while
+    the event loop receives the next batch (hashlib and os.writev release the GIL), so
+    receiving and hashing run on two cores. Bytes that reached the file stay there if the
+    client disconnects: the session's offset says how far it got and the client may resume.
+    A failed write is undone.
     """
     start = writer.size
     expected = request.content_length()
+    loop = asyncio.get_running_loop()
+    pending: asyncio.Future[None] | None = None
+    batch: list[bytes] = []
+    batched = 0
+
+    def store(parts: list[bytes]) -> None:
+        for part in parts:
+            hasher.update(part)
+        writer.write_parts(parts)
+
     try:
-        async for chunk in request.body_chunks():
-            writer.write(chunk)
-            hasher.update(chunk)
+        try:
+            async for chunk in request.body_chunks():
+                batch.append(chunk)
+                batched += len(chunk)
+                if batched >= _BATCH:
+                    if pending is not None:
+                        await pending
+                    pending = loop.run_in_executor(pool, store, batch)
+                    batch, batched = [], 0
+        finally:
+            # Whatever arrived is kept, even when the client went away mid-body.
+            if pending is not None:
+                await asyncio.shield(pending)
+            if batch:
+                store(batch)
     except StorageFullError:
         writer.truncate(start)
         raise RegistryError(
@@ -100,30 +134,53 @@ async def _append(request: Request, writer: UploadWriter, hasher: hashlib._Hash)
     return received
 
 
-def _session(registry: Registry, name: str, upload_id: str) -> int:
-    """The current offset of a live session of `name`, or BLOB_UPLOAD_UNKNOWN."""
+def _check_session(registry: Registry, name: str, upload_id: str) -> None:
     repo = registry.meta.upload_repository(upload_id) if is_upload_id(upload_id) else None
-    size = registry.blobs.upload_size(upload_id) if repo is not None else None
-    if repo != name or size is None:
+    if repo != name:
         raise RegistryError(ErrorCode.BLOB_UPLOAD_UNKNOWN, f"no upload session {upload_id[:80]!r} in {name}")
-    return size
 
 
-async def _receive_into(registry: Registry, request: Request, upload_id: str, size: int) -> tuple[int, hashlib._Hash]:
-    hasher = registry.hashers.take(upload_id, size, registry)
-    writer = registry.blobs.open_upload(upload_id)
+@asynccontextmanager
+async def _locked(registry: Registry, name: str, upload_id: str) -> AsyncIterator[UploadWriter]:
+    """Exclusive use of a live session of `name`, across worker processes.
+
+    A request that finds the session busy waits a little: the usual cause is a request
+    whose client just went away and whose last bytes are still being written.
+    """
+    _check_session(registry, name, upload_id)
+    deadline = time.monotonic() + _BUSY_WAIT
+    while True:
+        try:
+            writer = registry.blobs.open_upload(upload_id)
+            break
+        except FileNotFoundError:
+            raise RegistryError(ErrorCode.BLOB_UPLOAD_UNKNOWN, f"no upload session {upload_id} in {name}") from None
+        except UploadBusyError:
+            if time.monotonic() > deadline:
+                raise RegistryError(
+                    ErrorCode.BLOB_UPLOAD_INVALID,
+                    f"another request is still writing to upload {upload_id}; retry when it has finished",
+                    status=409,
+                ) from None
+            await asyncio.sleep(0.01)
     try:
-        await _append(request, writer, hasher)
+        yield writer
+    finally:
+        writer.close()
+
+
+async def _receive(registry: Registry, request: Request, upload_id: str, writer: UploadWriter) -> hashlib._Hash:
+    hasher = registry.hashers.take(upload_id, writer.size, registry)
+    try:
+        await _append(request, writer, hasher, registry.pool)
     except ClientDisconnected:
         registry.hashers.put(upload_id, writer.size, hasher)
         raise
-    finally:
-        writer.close()
-    return writer.size, hasher
+    return hasher
 
 
-async def _finish(
-    registry: Registry, name: str, upload_id: str, digest: Digest, size: int, hasher: hashlib._Hash
+def _finish(
+    registry: Registry, name: str, upload_id: str, digest: Digest, writer: UploadWriter, hasher: hashlib._Hash
 ) -> None:
     actual = hasher.hexdigest() if digest.algorithm == "sha256" else _rehash(registry, upload_id, digest.algorithm)
     if actual != digest.encoded:
@@ -133,8 +190,9 @@ async def _finish(
             f"uploaded content has digest {digest.algorithm}:{actual}, not {digest}; the upload was discarded",
         )
     registry.hashers.drop(upload_id)
+    writer.sync()
     registry.blobs.commit_upload(upload_id, digest)
-    registry.meta.add_blob(name, str(digest), size, upload_id)
+    registry.meta.add_blob(name, str(digest), writer.size, upload_id)
 
 
 def _rehash(registry: Registry, upload_id: str, algorithm: str) -> str:
@@ -158,6 +216,30 @@ def _new_session(registry: Registry, name: str) -> str:
     return upload_id
 
 
+def _check_content_range(request: Request, name: str, upload_id: str, size: int) -> None:
+    content_range = request.headers.get("content-range")
+    if content_range is None:
+        return
+    found = _CONTENT_RANGE.match(content_range.strip())
+    if not found:
+        raise RegistryError(
+            ErrorCode.BLOB_UPLOAD_INVALID, f"malformed Content-Range {content_range[:60]!r}; expected start-end"
+        )
+    first, last = int(found[1]), int(found[2])
+    if first != size or last < first:
+        raise RegistryError(
+            ErrorCode.BLOB_UPLOAD_INVALID,
+            f"chunk {first}-{last} does not continue the upload, which holds bytes 0-{max(size - 1, 0)}",
+            status=416,
+            headers=_progress_headers(name, upload_id, size),
+        )
+    declared = request.content_length()
+    if declared is not None and declared != last - first + 1:
+        raise RegistryError(
+            ErrorCode.SIZE_INVALID, f"Content-Range {first}-{last} disagrees with Content-Length {declared}"
+        )
+
+
 async def start(registry: Registry, request: Request, res: Responder, name: str) -> None:
     """POST /v2/<name>/blobs/uploads/ — mount, monolithic upload, or a new session."""
     mount = request.query("mount")
@@ -177,8 +259,9 @@ async def start(registry: Registry, request: Request, res: Responder, name: str)
         digest = Digest.parse(raw_digest)
         upload_id = _new_session(registry, name)
         try:
-            size, hasher = await _receive_into(registry, request, upload_id, 0)
-            await _finish(registry, name, upload_id, digest, size, hasher)
+            async with _locked(registry, name, upload_id) as writer:
+                hasher = await _receive(registry, request, upload_id, writer)
+                _finish(registry, name, upload_id, digest, writer, hasher)
         except BaseException:
             # A monolithic upload cannot be resumed: leave no session behind.
             _discard(registry, upload_id)
@@ -193,50 +276,34 @@ async def start(registry: Registry, request: Request, res: Responder, name: str)
 
 async def patch(registry: Registry, request: Request, res: Responder, name: str, upload_id: str) -> None:
     """PATCH — append one chunk, which must start where the session ends."""
-    size = _session(registry, name, upload_id)
-    content_range = request.headers.get("content-range")
-    if content_range is not None:
-        found = _CONTENT_RANGE.match(content_range.strip())
-        if not found:
-            raise RegistryError(
-                ErrorCode.BLOB_UPLOAD_INVALID, f"malformed Content-Range {content_range[:60]!r}; expected start-end"
-            )
-        first, last = int(found[1]), int(found[2])
-        if first != size or last < first:
-            raise RegistryError(
-                ErrorCode.BLOB_UPLOAD_INVALID,
-                f"chunk {first}-{last} does not continue the upload, which holds bytes 0-{max(size - 1, 0)}",
-                status=416,
-                headers=_progress_headers(name, upload_id, size),
-            )
-        declared = request.content_length()
-        if declared is not None and declared != last - first + 1:
-            raise RegistryError(
-                ErrorCode.SIZE_INVALID, f"Content-Range {first}-{last} disagrees with Content-Length {declared}"
-            )
-    size, hasher = await _receive_into(registry, request, upload_id, size)
-    registry.hashers.put(upload_id, size, hasher)
+    async with _locked(registry, name, upload_id) as writer:
+        _check_content_range(request, name, upload_id, writer.size)
+        hasher = await _receive(registry, request, upload_id, writer)
+        registry.hashers.put(upload_id, writer.size, hasher)
+        size = writer.size
     await res.empty(202, _progress_headers(name, upload_id, size))
 
 
 async def finish(registry: Registry, request: Request, res: Responder, name: str, upload_id: str) -> None:
     """PUT ?digest= — append an optional last chunk, verify, and store the blob."""
-    size = _session(registry, name, upload_id)
     raw_digest = request.query("digest")
     if raw_digest is None:
+        _check_session(registry, name, upload_id)
         raise RegistryError(ErrorCode.DIGEST_INVALID, "the digest query parameter is required to finish an upload")
     digest = Digest.parse(raw_digest)
-    size, hasher = await _receive_into(registry, request, upload_id, size)
-    await _finish(registry, name, upload_id, digest, size, hasher)
+    async with _locked(registry, name, upload_id) as writer:
+        hasher = await _receive(registry, request, upload_id, writer)
+        _finish(registry, name, upload_id, digest, writer, hasher)
     await res.empty(201, _created_headers(name, digest))
 
 
 async def status(registry: Registry, request: Request, res: Responder, name: str, upload_id: str) -> None:
-    size = _session(registry, name, upload_id)
+    async with _locked(registry, name, upload_id) as writer:
+        size = writer.size
     await res.empty(204, _progress_headers(name, upload_id, size))
 
 
 async def cancel(registry: Registry, request: Request, res: Responder, name: str, upload_id: str) -> None:
-    _session(registry, name, upload_id)
-    _discard(registry, upload_id)
+    async with _locked(registry, name, upload_id):
+        _discard(registry, upload_id)
     await res.empty(204)
