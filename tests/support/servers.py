@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import contextlib
 import os
 import shutil
 import signal
@@ -67,15 +68,20 @@ class ServerProcess(abc.ABC):
     def start(self) -> ServerProcess:
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
-                self.command(), cwd=self.workdir, env=self.env(), stdout=log, stderr=subprocess.STDOUT
+                self.command(),
+                cwd=self.workdir,
+                env=self.env(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group, so kill() takes its workers too
             )
         wait_for_http(self.url + "/v2/", self.process, self.log)
         return self
 
     def kill(self) -> None:
-        """SIGKILL, as a crash would."""
+        """SIGKILL to the server and its worker processes, as a crash (or the OOM killer) would."""
         if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
+            os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(10)
 
     def stop(self) -> None:
@@ -85,6 +91,10 @@ class ServerProcess(abc.ABC):
                 self.process.wait(10)
             except subprocess.TimeoutExpired:
                 self.kill()
+        if self.process:
+            # Nothing of the group may outlive the test, or it would hold the port.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""

@@ -148,4 +148,8 @@ class Registry:
 
 def create_app() -> Registry:
     """Factory for ASGI servers started in worker processes: config comes from the environment."""
-    return Registry(load_config())
+    from ..server import configure_logging
+
+    config = load_config()
+    configure_logging(config.log_level)
+    return Registry(config)

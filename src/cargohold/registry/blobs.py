@@ -62,8 +62,7 @@ async def get(registry: Registry, request: Request, res: Responder, name: str, r
     if head:
         await res.body(b"")
         return
-    pathsend = "http.response.pathsend" in request.scope.get("extensions", {}) and length == size
-    await res.file(str(path), offset, length, pathsend)
+    await res.file(str(path), offset, length)
 
 
 async def delete(registry: Registry, request: Request, res: Responder, name: str, reference: str) -> None:

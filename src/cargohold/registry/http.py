@@ -129,12 +129,11 @@ class Responder:
         await self.start(err.status, headers)
         await self.body(b"" if head else payload)
 
-    async def file(self, path: str, offset: int, length: int, pathsend: bool) -> None:
-        """Stream `length` bytes of a file from `offset`, never holding more than a chunk."""
-        if pathsend and offset == 0:
-            self.sent_bytes += length
-            await self._send({"type": "http.response.pathsend", "path": path})
-            return
+    async def file(self, path: str, offset: int, length: int) -> None:
+        """Stream `length` bytes of a file from `offset`, never holding more than a chunk.
+
+        Measured faster here than granian's `http.response.pathsend` (docs/architecture.md).
+        """
         fd = os.open(path, os.O_RDONLY)
         try:
             remaining = length
