@@ -12,12 +12,15 @@ from ..oci.names import validate_name
 from ..storage.blobstore import FilesystemBlobStore
 from ..storage.metadata import SQLiteMetadataStore
 from . import blobs, manifests, uploads
+from .accesslog import AccessLog
+from .bodysink import WriteBudget
 from .http import ClientDisconnected, Receive, Request, Responder, Scope, Send
 from .pagination import page
 from .routes import match
 
 log = logging.getLogger("cargohold.registry")
-access_log = logging.getLogger("cargohold.access")
+# Received-but-unwritten upload bytes a process may hold, whatever the number of uploads.
+WRITE_BUDGET_BYTES = 8 << 20
 
 
 class Registry:
@@ -28,9 +31,11 @@ class Registry:
         config.data.mkdir(parents=True, exist_ok=True)
         self.meta = SQLiteMetadataStore(config.database_path)
         self.blobs = FilesystemBlobStore(config.data, fsync=config.fsync)
+        self.access_log = AccessLog() if config.access_log else None
         self.hashers = uploads.HasherCache()
-        # Threads that hash and write upload batches while the event loop receives.
-        self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="upload")
+        # Threads that write upload batches while the event loop receives and hashes.
+        self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="upload")
+        self.write_budget = WriteBudget(WRITE_BUDGET_BYTES)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -50,16 +55,10 @@ class Registry:
         except Exception:
             log.exception("internal error on %s %s", request.method, request.path)
             await self._refuse(request, res, RegistryError(ErrorCode.UNKNOWN, "internal error; see the server log"))
-        if self.config.access_log:
+        if self.access_log is not None:
             client = scope.get("client") or ("-", 0)
-            access_log.info(
-                '%s "%s %s" %d %d %.1fms',
-                client[0],
-                request.method,
-                request.path,
-                res.status,
-                res.sent_bytes,
-                (time.perf_counter() - started) * 1000,
+            self.access_log.write(
+                client[0], request.method, request.path, res.status, res.sent_bytes, time.perf_counter() - started
             )
 
     async def _refuse(self, request: Request, res: Responder, err: RegistryError) -> None:

@@ -85,9 +85,10 @@ class Request:
 
 
 def _encode_headers(headers: dict[str, str] | None) -> list[tuple[bytes, bytes]]:
+    # Header names are written in lowercase throughout the registry, so they need no folding.
     encoded = [API_VERSION]
     if headers:
-        encoded.extend((k.lower().encode("latin-1"), str(v).encode("latin-1")) for k, v in headers.items())
+        encoded += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
     return encoded
 
 

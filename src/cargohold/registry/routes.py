@@ -5,13 +5,15 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-# The repository name is everything before the endpoint suffix; names may contain slashes.
-_ROUTES: tuple[tuple[str, re.Pattern[str]], ...] = (
-    ("upload", re.compile(r"^/v2/(?P<name>.+)/blobs/uploads/(?P<arg>[^/]*)$")),
-    ("blob", re.compile(r"^/v2/(?P<name>.+)/blobs/(?P<arg>[^/]+)$")),
-    ("manifest", re.compile(r"^/v2/(?P<name>.+)/manifests/(?P<arg>[^/]+)$")),
-    ("tags", re.compile(r"^/v2/(?P<name>.+)/tags/list$")),
-    ("referrers", re.compile(r"^/v2/(?P<name>.+)/referrers/(?P<arg>[^/]+)$")),
+# One pattern for every endpoint under a repository; the name is everything before the
+# endpoint suffix, since names may contain slashes.
+_REPOSITORY_ENDPOINT = re.compile(
+    r"^/v2/(?P<name>.+)/(?:"
+    r"(?P<kind>manifests|referrers)/(?P<ref>[^/]+)"
+    r"|blobs/uploads/(?P<upload>[^/]*)"
+    r"|blobs/(?P<blob>[^/]+)"
+    r"|(?P<tags>tags/list)"
+    r")$"
 )
 
 
@@ -27,10 +29,14 @@ def match(path: str) -> Route | None:
         return Route("base")
     if path == "/v2/_catalog":
         return Route("catalog")
-    if not path.startswith("/v2/"):
+    found = _REPOSITORY_ENDPOINT.match(path)
+    if found is None:
         return None
-    for endpoint, pattern in _ROUTES:
-        found = pattern.match(path)
-        if found:
-            return Route(endpoint, found["name"], found.groupdict().get("arg") or "")
-    return None
+    name = found["name"]
+    if found["kind"]:
+        return Route("manifest" if found["kind"] == "manifests" else "referrers", name, found["ref"])
+    if found["upload"] is not None:
+        return Route("upload", name, found["upload"])
+    if found["blob"]:
+        return Route("blob", name, found["blob"])
+    return Route("tags", name)

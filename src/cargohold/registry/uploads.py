@@ -15,7 +15,6 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator
-from concurrent.futures import Executor
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
@@ -23,6 +22,7 @@ from ..oci.digest import Digest
 from ..oci.errors import ErrorCode, RegistryError
 from ..oci.names import validate_name
 from ..storage.blobstore import StorageFullError, UploadBusyError, UploadWriter, is_upload_id
+from .bodysink import sink
 from .http import ClientDisconnected, Request, Responder
 
 if TYPE_CHECKING:
@@ -30,8 +30,6 @@ if TYPE_CHECKING:
 
 _CONTENT_RANGE = re.compile(r"^(?:bytes[ =])?(\d+)-(\d+)(?:/(?:\d+|\*))?$")
 _HASH_CHUNK = 1 << 20
-# Bytes gathered before a batch is handed to a worker thread to hash and write.
-_BATCH = 1 << 20
 _MAX_CACHED_HASHERS = 1024
 # How long a request waits for another request on the same upload session to finish.
 _BUSY_WAIT = 5.0
@@ -83,43 +81,16 @@ def _created_headers(name: str, digest: Digest) -> dict[str, str]:
     return {"location": f"/v2/{name}/blobs/{digest}", "docker-content-digest": str(digest)}
 
 
-async def _append(request: Request, writer: UploadWriter, hasher: hashlib._Hash, pool: Executor) -> int:
+async def _append(registry: Registry, request: Request, writer: UploadWriter, hasher: hashlib._Hash) -> int:
     """Stream the request body onto the upload; returns the bytes appended.
 
-    Received chunks are gathered into batches that a worker thread hashes and writes while
-    the event loop receives the next batch (hashlib and os.writev release the GIL), so
-    receiving and hashing run on two cores. Bytes that reached the file stay there if the
-    client disconnects: the session's offset says how far it got and the client may resume.
-    A failed write is undone.
+    Bytes that reached the file stay there if the client disconnects: the session's offset
+    says how far it got and the client may resume. A failed write is undone.
     """
     start = writer.size
     expected = request.content_length()
-    loop = asyncio.get_running_loop()
-    pending: asyncio.Future[None] | None = None
-    batch: list[bytes] = []
-    batched = 0
-
-    def store(parts: list[bytes]) -> None:
-        for part in parts:
-            hasher.update(part)
-        writer.write_parts(parts)
-
     try:
-        try:
-            async for chunk in request.body_chunks():
-                batch.append(chunk)
-                batched += len(chunk)
-                if batched >= _BATCH:
-                    if pending is not None:
-                        await pending
-                    pending = loop.run_in_executor(pool, store, batch)
-                    batch, batched = [], 0
-        finally:
-            # Whatever arrived is kept, even when the client went away mid-body.
-            if pending is not None:
-                await asyncio.shield(pending)
-            if batch:
-                store(batch)
+        await sink(request.body_chunks(), writer, hasher, registry.pool, registry.write_budget)
     except StorageFullError:
         writer.truncate(start)
         raise RegistryError(
@@ -172,7 +143,7 @@ async def _locked(registry: Registry, name: str, upload_id: str) -> AsyncIterato
 async def _receive(registry: Registry, request: Request, upload_id: str, writer: UploadWriter) -> hashlib._Hash:
     hasher = registry.hashers.take(upload_id, writer.size, registry)
     try:
-        await _append(request, writer, hasher, registry.pool)
+        await _append(registry, request, writer, hasher)
     except ClientDisconnected:
         registry.hashers.put(upload_id, writer.size, hasher)
         raise
@@ -182,6 +153,7 @@ async def _receive(registry: Registry, request: Request, upload_id: str, writer:
 def _finish(
     registry: Registry, name: str, upload_id: str, digest: Digest, writer: UploadWriter, hasher: hashlib._Hash
 ) -> None:
+    writer.sync()  # every byte in the file (and durable) before it is judged and published
     actual = hasher.hexdigest() if digest.algorithm == "sha256" else _rehash(registry, upload_id, digest.algorithm)
     if actual != digest.encoded:
         _discard(registry, upload_id)
@@ -190,7 +162,6 @@ def _finish(
             f"uploaded content has digest {digest.algorithm}:{actual}, not {digest}; the upload was discarded",
         )
     registry.hashers.drop(upload_id)
-    writer.sync()
     registry.blobs.commit_upload(upload_id, digest)
     registry.meta.add_blob(name, str(digest), writer.size, upload_id)
 

@@ -10,42 +10,17 @@ the root.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import errno
-import fcntl
 import os
 import re
-from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from ..oci.digest import Digest
+from .uploadfile import StorageFullError, UploadBusyError, UploadWriter
+
+__all__ = ["BlobStore", "FilesystemBlobStore", "StorageFullError", "UploadBusyError", "UploadWriter"]
 
 _UPLOAD_ID = re.compile(r"^[a-f0-9]{32}$")
-_WRITEBACK_STEP = 8 << 20
-_SYNC_FILE_RANGE_WRITE = 2
-
-
-def _load_sync_file_range() -> Callable[[int, int, int, int], int] | None:
-    try:
-        function = ctypes.CDLL(None, use_errno=True).sync_file_range
-    except (AttributeError, OSError):
-        return None
-    function.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
-    return function
-
-
-_sync_file_range = _load_sync_file_range()
-
-
-def start_writeback(fd: int, offset: int, length: int) -> None:
-    """Ask Linux to begin writing a range to disk without waiting for it (a hint only)."""
-    if _sync_file_range is not None:
-        _sync_file_range(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
-
-
-class StorageFullError(OSError):
-    """The blob store ran out of space."""
 
 
 class BlobStore(Protocol):
@@ -68,62 +43,6 @@ def check_upload_id(upload_id: str) -> str:
     if not is_upload_id(upload_id):
         raise ValueError(f"malformed upload id {upload_id[:80]!r}")
     return upload_id
-
-
-class UploadBusyError(Exception):
-    """Another request, in this or another worker process, is writing to the upload."""
-
-
-class UploadWriter:
-    """Exclusive append access to an upload file; `truncate` undoes an abandoned write.
-
-    The exclusive flock makes two requests on one session (from any worker process) take
-    turns, so their bytes never interleave and the size read here is the true offset.
-    """
-
-    def __init__(self, path: Path, fsync: bool) -> None:
-        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND)
-        try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(self._fd)
-            raise UploadBusyError(path.name) from None
-        self._fsync = fsync
-        self.size = os.fstat(self._fd).st_size
-        self._flushed = self.size
-
-    def write_parts(self, parts: list[bytes]) -> None:
-        total = sum(len(p) for p in parts)
-        try:
-            written = os.writev(self._fd, parts)
-            if written < total:  # a short write: finish the rest piece by piece
-                rest = memoryview(b"".join(parts))[written:]
-                while rest:
-                    n = os.write(self._fd, rest)
-                    rest = rest[n:]
-        except OSError as err:
-            if err.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise StorageFullError(err.errno, "no space left in the blob store") from err
-            raise
-        self.size += total
-        if self._fsync and self.size - self._flushed >= _WRITEBACK_STEP:
-            # Start writing back now, so the fsync at the end has little left to wait for.
-            start_writeback(self._fd, self._flushed, self.size - self._flushed)
-            self._flushed = self.size
-
-    def truncate(self, size: int) -> None:
-        os.ftruncate(self._fd, size)
-        self.size = size
-
-    def sync(self) -> None:
-        """Make the bytes durable before the blob becomes visible (when configured)."""
-        if self._fsync:
-            os.fsync(self._fd)
-
-    def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
 
 
 class FilesystemBlobStore:

@@ -1,0 +1,27 @@
+"""The access log: one line per request on stderr.
+
+Written straight to the file descriptor with a timestamp formatted once per second:
+the logging module's per-record machinery cost more than the rest of a manifest GET.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+
+class AccessLog:
+    def __init__(self, fd: int | None = None) -> None:
+        self._fd = sys.stderr.fileno() if fd is None else fd
+        self._second = -1
+        self._stamp = ""
+
+    def write(self, client: str, method: str, path: str, status: int, sent: int, seconds: float) -> None:
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self._stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
+        line = f'{self._stamp} access {client} "{method} {path}" {status} {sent} {seconds * 1000:.1f}ms\n'
+        os.write(self._fd, line.encode("utf-8", "backslashreplace"))
