@@ -41,20 +41,10 @@ class HasherCache:
     def __init__(self) -> None:
         self._states: OrderedDict[str, tuple[int, hashlib._Hash]] = OrderedDict()
 
-    def take(self, upload_id: str, size: int, registry: Registry) -> hashlib._Hash:
+    def take(self, upload_id: str, size: int) -> hashlib._Hash | None:
+        """The state after exactly `size` bytes, if this process holds it."""
         state = self._states.pop(upload_id, None)
-        if state is not None and state[0] == size:
-            return state[1]
-        hasher = hashlib.sha256()
-        with registry.blobs.read_upload(upload_id) as f:
-            remaining = size
-            while remaining > 0:
-                chunk = f.read(min(_HASH_CHUNK, remaining))
-                if not chunk:
-                    break
-                hasher.update(chunk)
-                remaining -= len(chunk)
-        return hasher
+        return state[1] if state is not None and state[0] == size else None
 
     def put(self, upload_id: str, size: int, hasher: hashlib._Hash) -> None:
         self._states[upload_id] = (size, hasher)
@@ -141,7 +131,10 @@ async def _locked(registry: Registry, name: str, upload_id: str) -> AsyncIterato
 
 
 async def _receive(registry: Registry, request: Request, upload_id: str, writer: UploadWriter) -> hashlib._Hash:
-    hasher = registry.hashers.take(upload_id, writer.size, registry)
+    hasher = registry.hashers.take(upload_id, writer.size)
+    if hasher is None:  # another process (or a previous life of this one) wrote the last bytes
+        loop = asyncio.get_running_loop()
+        hasher = await loop.run_in_executor(registry.pool, _hash_upload, registry, upload_id, "sha256", writer.size)
     try:
         await _append(registry, request, writer, hasher)
     except ClientDisconnected:
@@ -154,7 +147,11 @@ def _finish(
     registry: Registry, name: str, upload_id: str, digest: Digest, writer: UploadWriter, hasher: hashlib._Hash
 ) -> None:
     writer.sync()  # every byte in the file (and durable) before it is judged and published
-    actual = hasher.hexdigest() if digest.algorithm == "sha256" else _rehash(registry, upload_id, digest.algorithm)
+    actual = (
+        hasher.hexdigest()
+        if digest.algorithm == "sha256"
+        else _hash_upload(registry, upload_id, digest.algorithm).hexdigest()
+    )
     if actual != digest.encoded:
         _discard(registry, upload_id)
         raise RegistryError(
@@ -166,12 +163,19 @@ def _finish(
     registry.meta.add_blob(name, str(digest), writer.size, upload_id)
 
 
-def _rehash(registry: Registry, upload_id: str, algorithm: str) -> str:
+def _hash_upload(registry: Registry, upload_id: str, algorithm: str, size: int | None = None) -> hashlib._Hash:
+    """Hash the first `size` bytes of an upload file (all of it when None)."""
     hasher = hashlib.new(algorithm)
+    remaining = size
     with registry.blobs.read_upload(upload_id) as f:
-        while chunk := f.read(_HASH_CHUNK):
+        while remaining is None or remaining > 0:
+            chunk = f.read(_HASH_CHUNK if remaining is None else min(_HASH_CHUNK, remaining))
+            if not chunk:
+                break
             hasher.update(chunk)
-    return hasher.hexdigest()
+            if remaining is not None:
+                remaining -= len(chunk)
+    return hasher
 
 
 def _discard(registry: Registry, upload_id: str) -> None:

@@ -1,0 +1,65 @@
+"""Settings precedence (defaults < YAML < CARGOHOLD_* < flags) and the errors a person sees."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cargohold.config import ConfigError, load_config
+
+
+def test_defaults() -> None:
+    config = load_config(environ={})
+    assert config.listen == "127.0.0.1:5000"
+    assert config.data == Path("./data")
+    assert config.fsync is True
+
+
+def test_file_then_environment_then_flags(tmp_path: Path) -> None:
+    file = tmp_path / "cargohold.yml"
+    file.write_text("listen: 0.0.0.0:6000\nworkers: 3\nfsync: false\ndata: /srv/a\n")
+    config = load_config(file, environ={"CARGOHOLD_WORKERS": "2", "CARGOHOLD_DATA": "/srv/b"}, data=Path("/srv/c"))
+    assert (config.listen, config.workers, config.fsync, config.data) == ("0.0.0.0:6000", 2, False, Path("/srv/c"))
+    assert (config.host, config.port) == ("0.0.0.0", 6000)
+
+
+def test_round_trip_through_environment(tmp_path: Path) -> None:
+    original = load_config(environ={}, listen="127.0.0.1:7000", data=tmp_path, fsync=False)
+    assert load_config(environ=original.to_env()) == original
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("listen: [1, 2]\n", "listen address"),
+        ("wrokers: 2\n", "unknown settings"),
+        ("workers: many\n", "'workers' has an unusable value"),
+        ("fsync: perhaps\n", "'fsync' has an unusable value"),
+        ("- a\n- b\n", "must hold a mapping"),
+        ("listen: [unclosed\n", "cannot read config file"),
+    ],
+)
+def test_bad_settings_are_named(tmp_path: Path, text: str, message: str) -> None:
+    file = tmp_path / "bad.yml"
+    file.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(file, environ={})
+
+
+def test_cli_reports_a_bad_config_in_one_line(tmp_path: Path) -> None:
+    file = tmp_path / "bad.yml"
+    file.write_text("workers: 0\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "cargohold", "serve", "--config", str(file)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode != 0
+    assert result.stderr.strip() == "Error: workers must be at least 1"
+
+
+def test_cli_help() -> None:
+    result = subprocess.run([sys.executable, "-m", "cargohold", "serve", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0
+    assert "--listen" in result.stdout and "--data" in result.stdout
