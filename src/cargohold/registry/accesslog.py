@@ -16,6 +16,7 @@ class AccessLog:
         self._fd = sys.stderr.fileno() if fd is None else fd
         self._second = -1
         self._stamp = ""
+        self._pid = os.getpid()  # worker processes share the log; the pid says which served
 
     def write(self, client: str, method: str, path: str, status: int, sent: int, seconds: float) -> None:
         now = time.time()
@@ -23,5 +24,5 @@ class AccessLog:
         if second != self._second:
             self._second = second
             self._stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
-        line = f'{self._stamp} access {client} "{method} {path}" {status} {sent} {seconds * 1000:.1f}ms\n'
+        line = f'{self._stamp} access[{self._pid}] {client} "{method} {path}" {status} {sent} {seconds * 1000:.1f}ms\n'
         os.write(self._fd, line.encode("utf-8", "backslashreplace"))

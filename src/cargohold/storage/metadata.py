@@ -75,6 +75,10 @@ CREATE TABLE IF NOT EXISTS upload (
 ) WITHOUT ROWID;
 """
 
+_LINKED_BLOB_SIZE = (
+    "SELECT b.size FROM repository_blob rb JOIN blob b ON b.digest = rb.digest WHERE rb.repo = ? AND rb.digest = ?"
+)
+
 
 @dataclass(frozen=True, slots=True)
 class StoredManifest:
@@ -167,11 +171,7 @@ class SQLiteMetadataStore:
 
     def blob_size(self, repo: str, digest: str) -> int | None:
         """Size of a blob readable through `repo`, or None."""
-        row = self._db.execute(
-            "SELECT b.size FROM repository_blob rb JOIN blob b ON b.digest = rb.digest "
-            "WHERE rb.repo = ? AND rb.digest = ?",
-            (repo, digest),
-        ).fetchone()
+        row = self._db.execute(_LINKED_BLOB_SIZE, (repo, digest)).fetchone()
         return row[0] if row else None
 
     def add_blob(self, repo: str, digest: str, size: int, upload_id: str | None = None) -> None:
@@ -194,11 +194,7 @@ class SQLiteMetadataStore:
         """Link a blob readable through `source` into `repo`; its size, or None if not readable."""
         now = time.time()
         with self.transaction() as db:
-            row = db.execute(
-                "SELECT b.size FROM repository_blob rb JOIN blob b ON b.digest = rb.digest "
-                "WHERE rb.repo = ? AND rb.digest = ?",
-                (source, digest),
-            ).fetchone()
+            row = db.execute(_LINKED_BLOB_SIZE, (source, digest)).fetchone()
             if row is None:
                 return None
             self._ensure_repository(db, repo, now)
