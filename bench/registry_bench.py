@@ -107,11 +107,26 @@ class Settings:
     list_repeats: int = 5
     page_size: int = 100
     rss_interval: float = 0.05
+    # Transfers take about a second and this machine's speed drifts: each runs this many
+    # rounds, alternating between the registries, and the median is reported.
+    transfer_rounds: int = 3
 
 
 QUICK = Settings(
-    blob_bytes=8 * MIB, chunk_bytes=2 * MIB, parallel_blob_bytes=1 * MIB, tag_count=200, tag_writers=4, seconds=2
+    blob_bytes=8 * MIB,
+    chunk_bytes=2 * MIB,
+    parallel_blob_bytes=1 * MIB,
+    tag_count=200,
+    tag_writers=4,
+    seconds=2,
+    transfer_rounds=1,
 )
+# Scenarios run in alternating rounds, and the figure each one sets.
+TRANSFER_FIGURES = {
+    "monolithic": "upload_monolithic_MBps",
+    "chunked": "upload_chunked_MBps",
+    "download": "download_MBps",
+}
 
 
 @dataclass(frozen=True)
@@ -1294,7 +1309,7 @@ def run_scenario(name: str, action: Callable[[Bench, Target], None], bench: Benc
         target.errors.append({"scenario": name, "error": "skipped: the server is no longer running"})
         return
     print(f"  {target.name:<16} {name} ...", end="", flush=True)
-    # Write back what earlier steps left dirty (Distribution never fsyncs), so it cannot slow this step.
+    # Write back what earlier steps left dirty (buffered writes, deletes), so it cannot slow this step.
     os.sync()
     started = time.monotonic()
     try:
@@ -1395,6 +1410,8 @@ def print_notes(targets: list[Target], client: dict[str, Any], bench: Bench, loa
             else "\n  ** below 1 GB/s (a busy machine?): transfer figures near this are client-bound **"
         )
     )
+    rounds = bench.settings.transfer_rounds
+    print(f"uploads and downloads: median of {rounds} round(s), alternating between the registries")
     print(
         f"manifest GET load: {bench.get_tool}; HEAD load: {bench.head_tool}"
         + (" (wrk 4.1.0 cannot send HEAD: it waits for a body, wg/wrk#198)" if bench.head_tool != "wrk" else "")
@@ -1505,6 +1522,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--blob-mib", type=int, help="size of the upload/download blob (default 256, quick 8)")
     parser.add_argument("--chunk-mib", type=int, help="PATCH size of the chunked upload (default 16, quick 2)")
     parser.add_argument("--tags", type=int, help="tags to create and list (default 2000, quick 200)")
+    parser.add_argument("--rounds", type=int, help="rounds of each transfer, median reported (default 3, quick 1)")
     parser.add_argument(
         "--get-tool", choices=("wrk", "python"), default="wrk", help="load generator for manifest GET (default wrk)"
     )
@@ -1548,6 +1566,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
         changes["chunk_bytes"] = args.chunk_mib * MIB
     if args.tags is not None:
         changes["tag_count"] = args.tags
+    if args.rounds is not None:
+        changes["transfer_rounds"] = max(1, args.rounds)
     return Settings(**{**asdict(base), **changes})
 
 
@@ -1614,9 +1634,17 @@ def measure(
         settings, blobs, f"bench-{os.getpid()}-{int(started)}", workdir, args.wrk, args.get_tool, args.head_tool, buffer
     )
     for name, slug, action in SCENARIOS:
-        if not args.only or slug in args.only:
+        if args.only and slug not in args.only:
+            continue
+        key = TRANSFER_FIGURES.get(slug)
+        for _ in range(settings.transfer_rounds if key else 1):
             for target in targets:
                 run_scenario(name, action, bench, target)
+                if key and (value := target.figures.get(key)) is not None:
+                    target.details.setdefault(f"{key}_rounds", []).append(value)
+        for target in targets:
+            if key and (rounds := target.details.get(f"{key}_rounds")):
+                target.figures[key] = statistics.median(rounds)
     for target in targets:
         target.sampler.stop()
         samples = target.sampler.samples
