@@ -63,3 +63,15 @@ def test_cli_help() -> None:
     result = subprocess.run([sys.executable, "-m", "cargohold", "serve", "--help"], capture_output=True, text=True)
     assert result.returncode == 0
     assert "--listen" in result.stdout and "--data" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("90", 90), ("45s", 45), ("30m", 1800), ("24h", 86400), ("90d", 7776000)]
+)
+def test_durations(text: str, seconds: float) -> None:
+    assert load_config(environ={"CARGOHOLD_UPLOAD_MAX_AGE": text}).upload_max_age == seconds
+
+
+def test_bad_duration_is_named() -> None:
+    with pytest.raises(ConfigError, match="'upload_max_age' has an unusable value '3 fortnights'"):
+        load_config(environ={"CARGOHOLD_UPLOAD_MAX_AGE": "3 fortnights"})

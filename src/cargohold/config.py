@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,10 @@ class Config:
     # fsync blobs before they become visible: survives power loss, costs some throughput.
     fsync: bool = True
     max_manifest_bytes: int = 4 * 1024 * 1024
+    # Upload sessions with no new bytes for this long are removed, with their data.
+    upload_max_age: float = 24 * 3600.0
+    # How often a running server looks for such sessions.
+    upload_sweep_interval: float = 3600.0
 
     @property
     def host(self) -> str:
@@ -45,8 +50,24 @@ class Config:
         return {ENV_PREFIX + f.name.upper(): str(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
 
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(text: str | float) -> float:
+    """Seconds from `90`, `45s`, `30m`, `24h`, `90d` or `2w`."""
+    if isinstance(text, int | float) and not isinstance(text, bool):
+        return float(text)
+    found = _DURATION.match(str(text))
+    if not found:
+        raise ValueError(f"{text!r} is not a duration such as 45s, 30m, 24h or 90d")
+    return float(found[1]) * _UNIT_SECONDS[found[2]]
+
+
 def _coerce(name: str, raw: Any, default: Any) -> Any:
     try:
+        if isinstance(default, float):
+            return parse_duration(raw)
         if isinstance(default, bool):
             if isinstance(raw, bool):
                 return raw

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import sys
+from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import click
 
 from .. import __version__
-from ..config import ConfigError, load_config
+from ..config import Config, ConfigError, load_config
+from ..storage.blobstore import FilesystemBlobStore
+from ..storage.metadata import SQLiteMetadataStore
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -16,23 +22,79 @@ def cli() -> None:
     """cargohold: a container registry and release pipeline in one program."""
 
 
+config_option = click.option(
+    "--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), help="YAML settings file."
+)
+data_option = click.option(
+    "--data", type=click.Path(file_okay=False, path_type=Path), help="Data directory (default ./data)."
+)
+
+
+def _config(config_file: Path | None, **overrides: Any) -> Config:
+    try:
+        return load_config(config_file, **overrides)
+    except ConfigError as err:
+        raise click.ClickException(str(err)) from None
+
+
+def _stores(config: Config) -> tuple[SQLiteMetadataStore, FilesystemBlobStore]:
+    if not config.database_path.exists():
+        raise click.ClickException(f"no registry data in {config.data.resolve()} (set --data or CARGOHOLD_DATA)")
+    return SQLiteMetadataStore(config.database_path), FilesystemBlobStore(config.data, fsync=config.fsync)
+
+
 @cli.command()
-@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), help="YAML settings file.")
+@config_option
 @click.option("--listen", help="Address to listen on, HOST:PORT (default 127.0.0.1:5000).")
-@click.option("--data", type=click.Path(file_okay=False, path_type=Path), help="Data directory (default ./data).")
+@data_option
 @click.option("--workers", type=int, help="Worker processes (default 1).")
 def serve(config_file: Path | None, listen: str | None, data: Path | None, workers: int | None) -> None:
     """Run the registry with SQLite metadata and filesystem blobs under the data directory."""
     from ..server import serve as run_server
 
-    try:
-        config = load_config(config_file, listen=listen, data=data, workers=workers)
-    except ConfigError as err:
-        raise click.ClickException(str(err)) from None
+    config = _config(config_file, listen=listen, data=data, workers=workers)
     click.echo(
         f"cargohold {__version__}: registry on http://{config.listen}/v2/, data in {config.data.resolve()}", err=True
     )
     run_server(config)
+
+
+@cli.command()
+@config_option
+@data_option
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def scrub(config_file: Path | None, data: Path | None, as_json: bool) -> None:
+    """Re-hash every stored blob; exit 1 if any is corrupt, missing or the wrong size."""
+    from ..lifecycle.scrub import scrub as run_scrub
+
+    report = run_scrub(*_stores(_config(config_file, data=data)))
+    if as_json:
+        click.echo(json.dumps(asdict(report) | {"healthy": report.healthy}, indent=2))
+    else:
+        click.echo(f"checked {report.checked} blob(s), {report.bytes_checked:,} bytes")
+        for label, digests in (
+            ("corrupt", report.corrupt),
+            ("wrong size", report.wrong_size),
+            ("missing", report.missing),
+            ("unrecorded file (left for garbage collection)", report.unrecorded),
+        ):
+            for digest in digests:
+                click.echo(f"{label}: {digest}")
+        click.echo("healthy" if report.healthy else "PROBLEMS FOUND")
+    sys.exit(0 if report.healthy else 1)
+
+
+@cli.command("expire-uploads")
+@config_option
+@data_option
+@click.option("--older-than", help="Idle time after which a session goes, e.g. 24h (default: upload_max_age).")
+def expire_uploads_command(config_file: Path | None, data: Path | None, older_than: str | None) -> None:
+    """Remove upload sessions that received nothing for a while, and their data."""
+    from ..lifecycle.uploads import expire_uploads
+
+    config = _config(config_file, data=data, upload_max_age=older_than)
+    expired = expire_uploads(*_stores(config), config.upload_max_age)
+    click.echo(f"expired {len(expired)} upload session(s)")
 
 
 def main() -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 from ..config import Config, load_config
+from ..lifecycle.uploads import expire_uploads
 from ..oci.errors import ErrorCode, RegistryError
 from ..oci.names import validate_name
 from ..storage.blobstore import FilesystemBlobStore
@@ -67,15 +69,33 @@ class Registry:
         await res.error(err, head=request.method == "HEAD")
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
+        sweeper: asyncio.Task[None] | None = None
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                sweeper = asyncio.create_task(self._sweep_uploads())
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                if sweeper is not None:
+                    sweeper.cancel()
                 self.pool.shutdown(wait=True)
                 self.meta.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+    async def _sweep_uploads(self) -> None:
+        """Expire abandoned upload sessions now and then, off the event loop."""
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                expired = await loop.run_in_executor(
+                    self.pool, expire_uploads, self.meta, self.blobs, self.config.upload_max_age
+                )
+                if expired:
+                    log.info("expired %d abandoned upload session(s)", len(expired))
+            except Exception:
+                log.exception("expiring upload sessions failed")
+            await asyncio.sleep(self.config.upload_sweep_interval)
 
     async def _dispatch(self, request: Request, res: Responder) -> None:
         route = match(request.path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import TYPE_CHECKING
 
@@ -12,6 +13,7 @@ from .http import Request, Responder
 if TYPE_CHECKING:
     from .app import Registry
 
+log = logging.getLogger("cargohold.registry")
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
@@ -41,9 +43,14 @@ def parse_range(header: str, size: int) -> tuple[int, int]:
 async def get(registry: Registry, request: Request, res: Responder, name: str, reference: str, head: bool) -> None:
     digest = Digest.parse(reference)
     size = registry.meta.blob_size(name, str(digest))
-    path = registry.blobs.blob_path(digest)
-    if size is None or registry.blobs.blob_size(digest) != size:
+    if size is None:
         raise RegistryError(ErrorCode.BLOB_UNKNOWN, f"blob {digest} is not in {name}")
+    stored = registry.blobs.blob_size(digest)
+    if stored != size:
+        # Never serve content that cannot be what was pushed; say so where operators look.
+        log.error("blob %s is damaged: recorded %d bytes, stored %s; run `cargohold scrub`", digest, size, stored)
+        raise RegistryError(ErrorCode.BLOB_UNKNOWN, f"blob {digest} is damaged in storage and cannot be served")
+    path = registry.blobs.blob_path(digest)
     headers = {
         "content-type": "application/octet-stream",
         "docker-content-digest": str(digest),

@@ -12,10 +12,12 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from ..oci.digest import Digest
+from ..oci.errors import RegistryError
 from .uploadfile import StorageFullError, UploadBusyError, UploadWriter
 
 __all__ = ["BlobStore", "FilesystemBlobStore", "StorageFullError", "UploadBusyError", "UploadWriter"]
@@ -100,6 +102,22 @@ class FilesystemBlobStore:
 
     def upload_ids(self) -> list[str]:
         return [p.name for p in self._uploads.iterdir() if _UPLOAD_ID.match(p.name)]
+
+    def upload_idle_since(self, upload_id: str) -> float | None:
+        """When the upload last received bytes (its file's mtime), or None if it has no file."""
+        try:
+            return self._upload_path(upload_id).stat().st_mtime
+        except FileNotFoundError:
+            return None
+
+    def blob_files(self) -> Iterator[Digest]:
+        """The digests of every blob file present, whatever the database says."""
+        for algorithm_dir in self._blobs.iterdir():
+            for path in algorithm_dir.glob("*/*"):
+                try:
+                    yield Digest.parse(f"{algorithm_dir.name}:{path.name}")
+                except RegistryError:
+                    continue  # not a blob of ours; leave it alone
 
 
 def _fsync_dir(path: Path) -> None:

@@ -228,6 +228,10 @@ class SQLiteMetadataStore:
     def upload_ids(self) -> set[str]:
         return {row[0] for row in self._db.execute("SELECT id FROM upload")}
 
+    def blob_records(self) -> Iterator[tuple[str, int]]:
+        """Every recorded blob as (digest, size), in digest order."""
+        yield from self._db.execute("SELECT digest, size FROM blob ORDER BY digest")
+
     # -- manifests and tags -------------------------------------------------------------------
 
     def put_manifest(self, repo: str, record: ManifestRecord, tag: str | None) -> None:

@@ -1,0 +1,57 @@
+"""Scrub: re-hash every stored blob and report what is corrupt, missing or unrecorded."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+from ..oci.digest import Digest
+from ..storage.blobstore import FilesystemBlobStore
+from ..storage.metadata import SQLiteMetadataStore
+
+_CHUNK = 1 << 20
+
+
+@dataclass
+class ScrubReport:
+    checked: int = 0
+    bytes_checked: int = 0
+    corrupt: list[str] = field(default_factory=list)  # content does not hash to its digest
+    wrong_size: list[str] = field(default_factory=list)  # stored size differs from the record
+    missing: list[str] = field(default_factory=list)  # recorded, but no file
+    unrecorded: list[str] = field(default_factory=list)  # a file the database does not know
+
+    @property
+    def healthy(self) -> bool:
+        return not (self.corrupt or self.wrong_size or self.missing)
+
+
+def _hash_file(store: FilesystemBlobStore, digest: Digest) -> str:
+    hasher = hashlib.new(digest.algorithm)
+    with open(store.blob_path(digest), "rb") as f:
+        while chunk := f.read(_CHUNK):
+            hasher.update(chunk)
+    return hasher.hexdigest()
+
+
+def scrub(meta: SQLiteMetadataStore, store: FilesystemBlobStore) -> ScrubReport:
+    """Check every recorded blob against its file. Unrecorded files are listed, not judged:
+    an upload finishing right now writes its file just before its record."""
+    report = ScrubReport()
+    recorded: set[str] = set()
+    for text, size in meta.blob_records():
+        recorded.add(text)
+        digest = Digest.parse(text)
+        stored_size = store.blob_size(digest)
+        if stored_size is None:
+            report.missing.append(text)
+            continue
+        if stored_size != size:
+            report.wrong_size.append(text)
+            continue
+        report.checked += 1
+        report.bytes_checked += size
+        if _hash_file(store, digest) != digest.encoded:
+            report.corrupt.append(text)
+    report.unrecorded = sorted(str(d) for d in store.blob_files() if str(d) not in recorded)
+    return report
