@@ -32,6 +32,11 @@ class Config:
     upload_max_age: float = 24 * 3600.0
     # How often a running server looks for such sessions.
     upload_sweep_interval: float = 3600.0
+    # A blob nothing references is kept this long after its last use (upload, HEAD, mount,
+    # manifest PUT), so a push in progress never loses a layer it already sent.
+    gc_grace: float = 3600.0
+    # How often a running server collects garbage; 0 turns it off.
+    gc_interval: float = 3600.0
 
     @property
     def host(self) -> str:

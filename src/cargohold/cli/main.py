@@ -97,5 +97,20 @@ def expire_uploads_command(config_file: Path | None, data: Path | None, older_th
     click.echo(f"expired {len(expired)} upload session(s)")
 
 
+@cli.command()
+@config_option
+@data_option
+@click.option("--dry-run", is_flag=True, help="Report what would be freed; change nothing.")
+@click.option("--grace", help="Keep unreferenced blobs used within this long, e.g. 1h (default: gc_grace).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def gc(config_file: Path | None, data: Path | None, dry_run: bool, grace: str | None, as_json: bool) -> None:
+    """Free blobs no manifest references, safely while the registry serves pushes."""
+    from ..lifecycle.gc import collect_garbage
+
+    config = _config(config_file, data=data, gc_grace=grace)
+    report = collect_garbage(*_stores(config), config.gc_grace, dry_run=dry_run)
+    click.echo(json.dumps(asdict(report), indent=2) if as_json else report.summary())
+
+
 def main() -> None:
     cli()

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from ..config import Config, load_config
+from ..lifecycle.gc import collect_garbage
 from ..lifecycle.uploads import expire_uploads
 from ..oci.errors import ErrorCode, RegistryError
 from ..oci.names import validate_name
@@ -69,33 +71,50 @@ class Registry:
         await res.error(err, head=request.method == "HEAD")
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
-        sweeper: asyncio.Task[None] | None = None
+        jobs: list[asyncio.Task[None]] = []
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                sweeper = asyncio.create_task(self._sweep_uploads())
+                jobs.append(asyncio.create_task(self._every(self.config.upload_sweep_interval, self._expire_uploads)))
+                if self.config.gc_interval > 0:
+                    jobs.append(asyncio.create_task(self._every(self.config.gc_interval, self._collect_garbage)))
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                if sweeper is not None:
-                    sweeper.cancel()
+                for job in jobs:
+                    job.cancel()
                 self.pool.shutdown(wait=True)
                 self.meta.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    async def _sweep_uploads(self) -> None:
-        """Expire abandoned upload sessions now and then, off the event loop."""
+    async def _every(self, interval: float, job: Callable[[SQLiteMetadataStore], None]) -> None:
+        """Run a maintenance job now and then in a worker thread, with a database connection of
+        its own (a connection's transactions must not interleave with the event loop's)."""
+
+        def run() -> None:
+            meta = SQLiteMetadataStore(self.config.database_path)
+            try:
+                job(meta)
+            finally:
+                meta.close()
+
         loop = asyncio.get_running_loop()
         while True:
             try:
-                expired = await loop.run_in_executor(
-                    self.pool, expire_uploads, self.meta, self.blobs, self.config.upload_max_age
-                )
-                if expired:
-                    log.info("expired %d abandoned upload session(s)", len(expired))
+                await loop.run_in_executor(self.pool, run)
             except Exception:
-                log.exception("expiring upload sessions failed")
-            await asyncio.sleep(self.config.upload_sweep_interval)
+                log.exception("maintenance job %s failed", job.__name__)
+            await asyncio.sleep(interval)
+
+    def _expire_uploads(self, meta: SQLiteMetadataStore) -> None:
+        expired = expire_uploads(meta, self.blobs, self.config.upload_max_age)
+        if expired:
+            log.info("expired %d abandoned upload session(s)", len(expired))
+
+    def _collect_garbage(self, meta: SQLiteMetadataStore) -> None:
+        report = collect_garbage(meta, self.blobs, self.config.gc_grace)
+        if report.blobs or report.orphan_files:
+            log.info("garbage collection %s", report.summary())
 
     async def _dispatch(self, request: Request, res: Responder) -> None:
         route = match(request.path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from typing import TYPE_CHECKING
 
 from ..oci.digest import Digest
@@ -42,7 +43,8 @@ def parse_range(header: str, size: int) -> tuple[int, int]:
 
 async def get(registry: Registry, request: Request, res: Responder, name: str, reference: str, head: bool) -> None:
     digest = Digest.parse(reference)
-    size = registry.meta.blob_size(name, str(digest))
+    # A blob someone reads may be about to be referenced: keep it out of garbage collection.
+    size = registry.meta.blob_size(name, str(digest), refresh_before=time.time() - registry.config.gc_grace / 2)
     if size is None:
         raise RegistryError(ErrorCode.BLOB_UNKNOWN, f"blob {digest} is not in {name}")
     stored = registry.blobs.blob_size(digest)

@@ -159,8 +159,9 @@ def _finish(
             f"uploaded content has digest {digest.algorithm}:{actual}, not {digest}; the upload was discarded",
         )
     registry.hashers.drop(upload_id)
-    registry.blobs.commit_upload(upload_id, digest)
-    registry.meta.add_blob(name, str(digest), writer.size, upload_id)
+    with registry.blobs.publishing(digest):
+        registry.blobs.commit_upload(upload_id, digest)
+        registry.meta.add_blob(name, str(digest), writer.size, upload_id)
 
 
 def _hash_upload(registry: Registry, upload_id: str, algorithm: str, size: int | None = None) -> hashlib._Hash:

@@ -10,9 +10,10 @@ the root.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -79,12 +80,42 @@ class FilesystemBlobStore:
         return open(self._upload_path(upload_id), "rb")
 
     def commit_upload(self, upload_id: str, digest: Digest) -> None:
+        """Move a verified upload to its blob key. Call inside `publishing(digest)`."""
         target = self.blob_path(digest)
-        target.parent.mkdir(parents=True, exist_ok=True)
         # Same content, same name: if the blob is already there, replacing it is harmless.
         os.replace(self._upload_path(upload_id), target)
         if self.fsync:
             _fsync_dir(target.parent)
+
+    @contextlib.contextmanager
+    def _prefix_lock(self, digest: Digest, mode: int) -> Iterator[None]:
+        directory = self.blob_path(digest).parent
+        directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(directory / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, mode)
+            yield
+        finally:
+            os.close(fd)
+
+    def publishing(self, digest: Digest) -> contextlib.AbstractContextManager[None]:
+        """Held (shared) while a blob's file is put in place and its record written, so garbage
+        collection cannot unlink a file between a new upload's rename and its record."""
+        return self._prefix_lock(digest, fcntl.LOCK_SH)
+
+    def reclaim(self, digest: Digest, unrecorded: Callable[[], bool]) -> bool:
+        """Unlink a blob's file if, with publishing locked out, `unrecorded()` still holds."""
+        with self._prefix_lock(digest, fcntl.LOCK_EX):
+            if not unrecorded():
+                return False
+            self.delete_blob(digest)
+            return True
+
+    def blob_mtime(self, digest: Digest) -> float | None:
+        try:
+            return self.blob_path(digest).stat().st_mtime
+        except FileNotFoundError:
+            return None
 
     def delete_upload(self, upload_id: str) -> None:
         with contextlib.suppress(FileNotFoundError):

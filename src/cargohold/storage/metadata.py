@@ -76,7 +76,12 @@ CREATE TABLE IF NOT EXISTS upload (
 """
 
 _LINKED_BLOB_SIZE = (
-    "SELECT b.size FROM repository_blob rb JOIN blob b ON b.digest = rb.digest WHERE rb.repo = ? AND rb.digest = ?"
+    "SELECT b.size, b.last_touched FROM repository_blob rb JOIN blob b ON b.digest = rb.digest "
+    "WHERE rb.repo = ? AND rb.digest = ?"
+)
+_UNREFERENCED = (
+    "SELECT digest, size FROM blob WHERE last_touched < ? "
+    "AND NOT EXISTS (SELECT 1 FROM manifest_ref r WHERE r.child = blob.digest) ORDER BY digest"
 )
 
 
@@ -169,10 +174,46 @@ class SQLiteMetadataStore:
 
     # -- blobs -----------------------------------------------------------------------------
 
-    def blob_size(self, repo: str, digest: str) -> int | None:
-        """Size of a blob readable through `repo`, or None."""
+    def blob_size(self, repo: str, digest: str, refresh_before: float | None = None) -> int | None:
+        """Size of a blob readable through `repo`, or None.
+
+        With `refresh_before`, a blob last touched before then is touched now, so garbage
+        collection's grace period protects it until the manifest that will use it arrives;
+        if collection won the race, the blob is reported gone.
+        """
         row = self._db.execute(_LINKED_BLOB_SIZE, (repo, digest)).fetchone()
-        return row[0] if row else None
+        if row is None:
+            return None
+        if refresh_before is not None and row[1] < refresh_before:
+            with self.transaction() as db:
+                touched = db.execute(
+                    "UPDATE blob SET last_touched = ? WHERE digest = ?", (time.time(), digest)
+                ).rowcount
+            if not touched:
+                return None
+        return int(row[0])
+
+    def blob_recorded(self, digest: str) -> bool:
+        return self._db.execute("SELECT 1 FROM blob WHERE digest = ?", (digest,)).fetchone() is not None
+
+    def unreferenced_blobs(self, touched_before: float, limit: int | None = None) -> list[tuple[str, int]]:
+        """Blobs no manifest in any repository references, untouched since `touched_before`."""
+        sql = _UNREFERENCED + (" LIMIT ?" if limit is not None else "")
+        params = (touched_before, limit) if limit is not None else (touched_before,)
+        return [(row[0], row[1]) for row in self._db.execute(sql, params)]
+
+    def delete_unreferenced_blobs(self, touched_before: float, limit: int) -> list[tuple[str, int]]:
+        """Remove up to `limit` collectable blob records (and their links) in one transaction.
+
+        The condition is evaluated inside the write transaction, so a manifest PUT, mount or
+        HEAD that touched or referenced a blob a moment ago keeps it.
+        """
+        with self.transaction() as db:
+            rows = [(r[0], r[1]) for r in db.execute(_UNREFERENCED + " LIMIT ?", (touched_before, limit))]
+            digests = [(digest,) for digest, _ in rows]
+            db.executemany("DELETE FROM repository_blob WHERE digest = ?", digests)
+            db.executemany("DELETE FROM blob WHERE digest = ?", digests)
+        return rows
 
     def add_blob(self, repo: str, digest: str, size: int, upload_id: str | None = None) -> None:
         """Record a verified blob and link it into `repo`; drop the finished upload session."""

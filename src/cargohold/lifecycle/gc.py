@@ -1,0 +1,74 @@
+"""Online garbage collection of blobs: safe while pushes run, never from a storage walk alone.
+
+A blob goes when no manifest in any repository references it and nothing has used it for the
+grace period. Its record goes first, in small transactions that re-check the condition; its
+file goes after, under the digest prefix's lock, and only if no new record appeared meanwhile
+(docs/architecture.md explains the race this closes). Files with no record at all, left by a
+crash between the two steps, go once they are older than the grace period.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from ..oci.digest import Digest
+from ..storage.blobstore import FilesystemBlobStore
+from ..storage.metadata import SQLiteMetadataStore
+
+BATCH = 500
+
+
+@dataclass
+class GCReport:
+    dry_run: bool
+    blobs: int = 0
+    bytes: int = 0
+    orphan_files: int = 0
+    database_seconds: float = 0.0
+    storage_seconds: float = 0.0
+
+    def summary(self) -> str:
+        verb = "would free" if self.dry_run else "freed"
+        return (
+            f"{verb} {self.blobs} blob(s), {self.bytes:,} bytes, and {self.orphan_files} unrecorded file(s) "
+            f"(database {self.database_seconds:.2f}s, storage {self.storage_seconds:.2f}s)"
+        )
+
+
+def collect_garbage(
+    meta: SQLiteMetadataStore,
+    store: FilesystemBlobStore,
+    grace: float,
+    dry_run: bool = False,
+    now: float | None = None,
+) -> GCReport:
+    cutoff = (time.time() if now is None else now) - grace
+    report = GCReport(dry_run)
+
+    def unrecorded(digest: Digest) -> bool:
+        return not meta.blob_recorded(str(digest))
+
+    while True:
+        started = time.perf_counter()
+        batch = meta.unreferenced_blobs(cutoff) if dry_run else meta.delete_unreferenced_blobs(cutoff, BATCH)
+        report.database_seconds += time.perf_counter() - started
+        started = time.perf_counter()
+        for text, size in batch:
+            digest = Digest.parse(text)
+            if dry_run or store.reclaim(digest, lambda d=digest: unrecorded(d)):
+                report.blobs += 1
+                report.bytes += size
+        report.storage_seconds += time.perf_counter() - started
+        if dry_run or len(batch) < BATCH:
+            break
+
+    started = time.perf_counter()
+    for digest in store.blob_files():
+        mtime = store.blob_mtime(digest)
+        if mtime is None or mtime >= cutoff or not unrecorded(digest):
+            continue
+        if dry_run or store.reclaim(digest, lambda d=digest: unrecorded(d)):
+            report.orphan_files += 1
+    report.storage_seconds += time.perf_counter() - started
+    return report
