@@ -274,3 +274,12 @@ def test_truncated_manifest_body_is_not_stored(fresh_cargohold: Cargohold) -> No
     with httpx.Client(base_url=fresh_cargohold.url) as c:
         assert c.get("/v2/cut/manifest/manifests/v1").status_code == 404
     assert "Traceback" not in fresh_cargohold.log_text()
+
+
+def test_access_log_cannot_be_forged(cargohold: Cargohold) -> None:
+    with httpx.Client(base_url=cargohold.url) as c:
+        c.get("/v2/a%0A2026-01-01 00:00:00 access[1] 6.6.6.6 forged/tags/list")
+    time.sleep(0.2)
+    lines = cargohold.log_text().splitlines()
+    assert not any(line.startswith("2026-01-01") for line in lines)
+    assert any("\\x0a2026-01-01" in line for line in lines)

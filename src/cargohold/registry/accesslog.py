@@ -10,6 +10,9 @@ import os
 import sys
 import time
 
+# Request paths are client text: control characters are escaped so no one can forge log lines.
+_ESCAPE_CONTROLS = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F]}
+
 
 class AccessLog:
     def __init__(self, fd: int | None = None) -> None:
@@ -24,5 +27,6 @@ class AccessLog:
         if second != self._second:
             self._second = second
             self._stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
+        path = path.translate(_ESCAPE_CONTROLS)
         line = f'{self._stamp} access[{self._pid}] {client} "{method} {path}" {status} {sent} {seconds * 1000:.1f}ms\n'
         os.write(self._fd, line.encode("utf-8", "backslashreplace"))
