@@ -189,3 +189,63 @@ def test_gc_in_a_loop_while_clients_push_and_delete(fresh_cargohold: Cargohold) 
         ).fetchone()[0]
     assert unreferenced == 0
     assert_store_consistent(fresh_cargohold.data)
+
+
+def age_manifests(data: Path, seconds: float) -> None:
+    with sqlite3.connect(data / "metadata.sqlite3") as db:
+        db.execute("UPDATE manifest SET created = created - ?", (seconds,))
+
+
+def test_manifests_nothing_keeps_alive_are_collected(fresh_cargohold: Cargohold) -> None:
+    repo, data = "gc/graph", fresh_cargohold.data
+    subject, loose = make_image(), make_image()
+    children = [make_image(), make_image()]
+    with httpx.Client(base_url=fresh_cargohold.url) as c:
+        push_image(c, repo, subject, "v1")
+        push_image(c, repo, loose)
+        for child in children:
+            push_image(c, repo, child)
+        index = canonical(
+            {
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.index.v1+json",
+                "manifests": [descriptor(OCI_MANIFEST, child.manifest) for child in children],
+            }
+        )
+        headers = {"content-type": "application/vnd.oci.image.index.v1+json"}
+        assert c.put(f"/v2/{repo}/manifests/multi", content=index, headers=headers).status_code == 201
+        push_blob(c, repo, b"{}")
+        manifest_type = {"content-type": OCI_MANIFEST}
+        referrer = canonical(
+            {
+                "schemaVersion": 2,
+                "mediaType": OCI_MANIFEST,
+                "artifactType": "application/vnd.example.sbom",
+                "config": descriptor("application/vnd.oci.empty.v1+json", b"{}"),
+                "layers": [],
+                "subject": descriptor(OCI_MANIFEST, subject.manifest),
+            }
+        )
+        push = c.put(f"/v2/{repo}/manifests/{sha256(referrer)}", content=referrer, headers=manifest_type)
+        assert push.status_code == 201
+        assert c.delete(f"/v2/{repo}/manifests/{subject.digest}").status_code == 202
+        age_manifests(data, 7200)
+        age_blobs(data, 7200)
+
+        # The referrer of the deleted subject goes; untagged manifests stay by default.
+        assert gc(data)["manifests"] == 1
+        assert c.get(f"/v2/{repo}/manifests/{sha256(referrer)}").status_code == 404
+        assert c.get(f"/v2/{repo}/manifests/{loose.digest}").status_code == 200
+        # With an age for untagged manifests, the loose one goes; the tagged index's children stay.
+        assert gc(data, "--untagged-age", "1h")["manifests"] == 1
+        assert c.get(f"/v2/{repo}/manifests/{loose.digest}").status_code == 404
+        for child in children:
+            assert pulls_completely(c, repo, child)
+        # Untag the index: it and its children go, then their blobs (which the pulls just
+        # touched, so they are aged again to fall outside the grace period).
+        assert c.delete(f"/v2/{repo}/manifests/multi").status_code == 202
+        age_blobs(data, 7200)
+        report = gc(data, "--untagged-age", "1h")
+        assert report["manifests"] == 3
+        assert report["blobs"] == sum(1 + len(child.layers) for child in children)
+    assert_store_consistent(data)

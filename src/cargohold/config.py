@@ -37,6 +37,9 @@ class Config:
     gc_grace: float = 3600.0
     # How often a running server collects garbage; 0 turns it off.
     gc_interval: float = 3600.0
+    # Untagged manifests (not an index's child, not a referrer of a kept one) older than this
+    # are collected; 0 keeps them forever, as pushes by digest are a legitimate workflow.
+    gc_untagged_age: float = 0.0
 
     @property
     def host(self) -> str:

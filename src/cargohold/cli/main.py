@@ -102,13 +102,24 @@ def expire_uploads_command(config_file: Path | None, data: Path | None, older_th
 @data_option
 @click.option("--dry-run", is_flag=True, help="Report what would be freed; change nothing.")
 @click.option("--grace", help="Keep unreferenced blobs used within this long, e.g. 1h (default: gc_grace).")
+@click.option("--untagged-age", help="Also collect untagged manifests older than this, e.g. 30d (default: off).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def gc(config_file: Path | None, data: Path | None, dry_run: bool, grace: str | None, as_json: bool) -> None:
-    """Free blobs no manifest references, safely while the registry serves pushes."""
+def gc(
+    config_file: Path | None,
+    data: Path | None,
+    dry_run: bool,
+    grace: str | None,
+    untagged_age: str | None,
+    as_json: bool,
+) -> None:
+    """Free what nothing references, safely while the registry serves pushes.
+
+    Referrers whose subject is gone go too. --dry-run previews blobs only.
+    """
     from ..lifecycle.gc import collect_garbage
 
-    config = _config(config_file, data=data, gc_grace=grace)
-    report = collect_garbage(*_stores(config), config.gc_grace, dry_run=dry_run)
+    config = _config(config_file, data=data, gc_grace=grace, gc_untagged_age=untagged_age)
+    report = collect_garbage(*_stores(config), config.gc_grace, dry_run=dry_run, untagged_age=config.gc_untagged_age)
     click.echo(json.dumps(asdict(report), indent=2) if as_json else report.summary())
 
 

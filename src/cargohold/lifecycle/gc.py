@@ -1,10 +1,12 @@
-"""Online garbage collection of blobs: safe while pushes run, never from a storage walk alone.
+"""Online garbage collection: safe while pushes run, never from a storage walk alone.
 
-A blob goes when no manifest in any repository references it and nothing has used it for the
-grace period. Its record goes first, in small transactions that re-check the condition; its
-file goes after, under the digest prefix's lock, and only if no new record appeared meanwhile
-(docs/architecture.md explains the race this closes). Files with no record at all, left by a
-crash between the two steps, go once they are older than the grace period.
+Unreachable manifests go first (referrers whose subject is gone; untagged manifests past an
+age, when configured), which may leave their blobs unreferenced. A blob goes when no
+manifest in any repository references it and nothing has used it for the grace period.
+Its record goes first, in small transactions that re-check the condition; its file goes
+after, under the digest prefix's lock, and only if no new record appeared meanwhile
+(docs/architecture.md explains the race this closes). Files with no record at all, left by
+a crash between the two steps, go once they are older than the grace period.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ BATCH = 500
 @dataclass
 class GCReport:
     dry_run: bool
+    manifests: int = 0
     blobs: int = 0
     bytes: int = 0
     orphan_files: int = 0
@@ -31,7 +34,8 @@ class GCReport:
     def summary(self) -> str:
         verb = "would free" if self.dry_run else "freed"
         return (
-            f"{verb} {self.blobs} blob(s), {self.bytes:,} bytes, and {self.orphan_files} unrecorded file(s) "
+            f"{verb} {self.manifests} manifest(s), {self.blobs} blob(s), {self.bytes:,} bytes, "
+            f"and {self.orphan_files} unrecorded file(s) "
             f"(database {self.database_seconds:.2f}s, storage {self.storage_seconds:.2f}s)"
         )
 
@@ -42,9 +46,18 @@ def collect_garbage(
     grace: float,
     dry_run: bool = False,
     now: float | None = None,
+    untagged_age: float = 0,
 ) -> GCReport:
-    cutoff = (time.time() if now is None else now) - grace
+    """Collect manifests nothing keeps alive (see `delete_unreachable_manifests`; untagged
+    ones only when `untagged_age` > 0), then blobs nothing references, then stray files."""
+    now = time.time() if now is None else now
+    cutoff = now - grace
     report = GCReport(dry_run)
+    if not dry_run:
+        started = time.perf_counter()
+        untagged_before = now - untagged_age if untagged_age > 0 else None
+        report.manifests = len(meta.delete_unreachable_manifests(cutoff, untagged_before))
+        report.database_seconds += time.perf_counter() - started
 
     def unrecorded(digest: Digest) -> bool:
         return not meta.blob_recorded(str(digest))

@@ -112,8 +112,8 @@ class Registry:
             log.info("expired %d abandoned upload session(s)", len(expired))
 
     def _collect_garbage(self, meta: SQLiteMetadataStore) -> None:
-        report = collect_garbage(meta, self.blobs, self.config.gc_grace)
-        if report.blobs or report.orphan_files:
+        report = collect_garbage(meta, self.blobs, self.config.gc_grace, untagged_age=self.config.gc_untagged_age)
+        if report.manifests or report.blobs or report.orphan_files:
             log.info("garbage collection %s", report.summary())
 
     async def _dispatch(self, request: Request, res: Responder) -> None:

@@ -202,6 +202,36 @@ class SQLiteMetadataStore:
         params = (touched_before, limit) if limit is not None else (touched_before,)
         return [(row[0], row[1]) for row in self._db.execute(sql, params)]
 
+    def delete_unreachable_manifests(self, created_before: float, untagged_before: float | None) -> list[str]:
+        """Delete manifests nothing keeps alive; returns them as `repo@digest`.
+
+        Alive: tagged; untagged without a subject when `untagged_before` is None or they are
+        newer than it; children of an alive index; referrers whose subject is alive. Nothing
+        created after `created_before` goes (a push may still be assembling its index).
+        The whole judgement runs inside one write transaction.
+        """
+        keep_untagged = "1" if untagged_before is None else "m.created >= :untagged_before"
+        sql = f"""
+            WITH RECURSIVE alive(repo, digest) AS (
+                SELECT repo, digest FROM tag
+                UNION
+                SELECT repo, digest FROM manifest m WHERE m.subject IS NULL AND {keep_untagged}
+                UNION
+                SELECT r.repo, r.child FROM manifest_ref r
+                    JOIN alive a ON r.repo = a.repo AND r.manifest = a.digest WHERE r.kind = 'manifest'
+                UNION
+                SELECT m.repo, m.digest FROM manifest m JOIN alive a ON m.repo = a.repo AND m.subject = a.digest
+            )
+            SELECT repo, digest FROM manifest m WHERE m.created < :created_before
+                AND NOT EXISTS (SELECT 1 FROM alive a WHERE a.repo = m.repo AND a.digest = m.digest)
+        """
+        params = {"created_before": created_before, "untagged_before": untagged_before}
+        with self.transaction() as db:
+            doomed = db.execute(sql, params).fetchall()
+            db.executemany("DELETE FROM manifest_ref WHERE repo = ? AND manifest = ?", doomed)
+            db.executemany("DELETE FROM manifest WHERE repo = ? AND digest = ?", doomed)
+        return [f"{repo}@{digest}" for repo, digest in doomed]
+
     def delete_unreferenced_blobs(self, touched_before: float, limit: int) -> list[tuple[str, int]]:
         """Remove up to `limit` collectable blob records (and their links) in one transaction.
 
