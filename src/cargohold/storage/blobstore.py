@@ -1,4 +1,5 @@
-"""The blob store contract and its local-filesystem implementation.
+"""The local-filesystem blob store. (The S3 store will share its method set; the contract
+gets written down as a Protocol with a shared test suite when that second store exists.)
 
 Blobs live under `blobs/<algorithm>/<first two hex>/<hex>`; upload sessions under
 `uploads/<id>`. A blob appears at its final key only by an atomic rename of a file whose
@@ -15,27 +16,15 @@ import os
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import BinaryIO
 
 from ..oci.digest import Digest
 from ..oci.errors import RegistryError
 from .uploadfile import StorageFullError, UploadBusyError, UploadWriter
 
-__all__ = ["BlobStore", "FilesystemBlobStore", "StorageFullError", "UploadBusyError", "UploadWriter"]
+__all__ = ["FilesystemBlobStore", "StorageFullError", "UploadBusyError", "UploadWriter"]
 
 _UPLOAD_ID = re.compile(r"^[a-f0-9]{32}$")
-
-
-class BlobStore(Protocol):
-    def create_upload(self, upload_id: str) -> None: ...
-    def upload_size(self, upload_id: str) -> int | None: ...
-    def open_upload(self, upload_id: str) -> UploadWriter: ...
-    def read_upload(self, upload_id: str) -> BinaryIO: ...
-    def commit_upload(self, upload_id: str, digest: Digest) -> None: ...
-    def delete_upload(self, upload_id: str) -> None: ...
-    def blob_path(self, digest: Digest) -> Path: ...
-    def blob_size(self, digest: Digest) -> int | None: ...
-    def delete_blob(self, digest: Digest) -> None: ...
 
 
 def is_upload_id(upload_id: str) -> bool:
@@ -66,12 +55,6 @@ class FilesystemBlobStore:
     def create_upload(self, upload_id: str) -> None:
         fd = os.open(self._upload_path(upload_id), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         os.close(fd)
-
-    def upload_size(self, upload_id: str) -> int | None:
-        try:
-            return self._upload_path(upload_id).stat().st_size
-        except FileNotFoundError:
-            return None
 
     def open_upload(self, upload_id: str) -> UploadWriter:
         return UploadWriter(self._upload_path(upload_id), self.fsync)
