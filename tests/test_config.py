@@ -75,3 +75,13 @@ def test_durations(text: str, seconds: float) -> None:
 def test_bad_duration_is_named() -> None:
     with pytest.raises(ConfigError, match="'upload_max_age' has an unusable value '3 fortnights'"):
         load_config(environ={"CARGOHOLD_UPLOAD_MAX_AGE": "3 fortnights"})
+
+
+def test_immutable_tag_rules(tmp_path: Path) -> None:
+    file = tmp_path / "cargohold.yml"
+    file.write_text("immutable_tags:\n  - 'prod/*:v*'\n  - '*:release-*'\n")
+    config = load_config(file, environ={})
+    assert config.immutable_tags == ("prod/*:v*", "*:release-*")
+    assert load_config(environ=config.to_env()).immutable_tags == config.immutable_tags
+    with pytest.raises(ConfigError, match="must be REPOSITORY_GLOB:TAG_GLOB"):
+        load_config(environ={"CARGOHOLD_IMMUTABLE_TAGS": "v*"})

@@ -40,6 +40,9 @@ class Config:
     # Untagged manifests (not an index's child, not a referrer of a kept one) older than this
     # are collected; 0 keeps them forever, as pushes by digest are a legitimate workflow.
     gc_untagged_age: float = 0.0
+    # Tags that may be created but never moved or deleted, as REPOSITORY_GLOB:TAG_GLOB rules
+    # (fnmatch; `*` also crosses `/`), e.g. ("*:v*", "prod/*:*").
+    immutable_tags: tuple[str, ...] = ()
 
     @property
     def host(self) -> str:
@@ -55,7 +58,11 @@ class Config:
 
     def to_env(self) -> dict[str, str]:
         """The environment that recreates this config in a worker process."""
-        return {ENV_PREFIX + f.name.upper(): str(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+        def text(value: Any) -> str:
+            return ",".join(value) if isinstance(value, tuple) else str(value)
+
+        return {ENV_PREFIX + f.name.upper(): text(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
@@ -89,6 +96,9 @@ def _coerce(name: str, raw: Any, default: Any) -> Any:
             return int(raw)
         if isinstance(default, Path):
             return Path(str(raw))
+        if isinstance(default, tuple):  # a YAML list, or a comma-separated string from the environment
+            items = raw.split(",") if isinstance(raw, str) else list(raw)
+            return tuple(str(item).strip() for item in items if str(item).strip())
         return str(raw)
     except (TypeError, ValueError):
         raise ConfigError(f"setting {name!r} has an unusable value {raw!r}") from None
@@ -120,4 +130,7 @@ def load_config(file: Path | None = None, environ: dict[str, str] | None = None,
         raise ConfigError(f"listen address {config.listen!r} must be HOST:PORT")
     if config.workers < 1:
         raise ConfigError("workers must be at least 1")
+    for rule in config.immutable_tags:
+        if ":" not in rule:
+            raise ConfigError(f"immutable_tags rule {rule!r} must be REPOSITORY_GLOB:TAG_GLOB, e.g. '*:v*'")
     return config

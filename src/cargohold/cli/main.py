@@ -13,7 +13,7 @@ import click
 from .. import __version__
 from ..config import Config, ConfigError, load_config
 from ..storage.blobstore import FilesystemBlobStore
-from ..storage.metadata import SQLiteMetadataStore
+from ..storage.metadata import ImmutableTagError, SQLiteMetadataStore
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -121,6 +121,43 @@ def gc(
     config = _config(config_file, data=data, gc_grace=grace, gc_untagged_age=untagged_age)
     report = collect_garbage(*_stores(config), config.gc_grace, dry_run=dry_run, untagged_age=config.gc_untagged_age)
     click.echo(json.dumps(asdict(report), indent=2) if as_json else report.summary())
+
+
+@cli.group()
+def repo() -> None:
+    """Manage repositories."""
+
+
+@repo.command("rm")
+@click.argument("name")
+@config_option
+@data_option
+@click.option("--force", is_flag=True, help="Delete even if immutability rules protect some of its tags.")
+def repo_rm(name: str, config_file: Path | None, data: Path | None, force: bool) -> None:
+    """Delete repository NAME: its tags, manifests and upload sessions; blobs go at the next gc."""
+    from ..oci.errors import RegistryError
+    from ..oci.names import validate_name
+    from ..oci.rules import parse_rules, protecting_rule
+
+    try:
+        validate_name(name)
+    except RegistryError as err:
+        raise click.ClickException(err.message) from None
+    config = _config(config_file, data=data)
+    meta, store = _stores(config)
+    immutable = protecting_rule(() if force else parse_rules(config.immutable_tags), name)
+    try:
+        deleted = meta.delete_repository(name, immutable)
+    except ImmutableTagError as err:
+        raise click.ClickException(
+            f"tag {err.tag} of {name} is immutable (rule {err.rule!r}); use --force to delete the repository anyway"
+        ) from None
+    if deleted is None:
+        raise click.ClickException(f"no repository {name}")
+    tags, manifests, uploads = deleted
+    for upload_id in uploads:
+        store.delete_upload(upload_id)
+    click.echo(f"deleted {name}: {tags} tag(s), {manifests} manifest(s), {len(uploads)} upload session(s)")
 
 
 def main() -> None:

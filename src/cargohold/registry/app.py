@@ -13,8 +13,9 @@ from ..lifecycle.gc import collect_garbage
 from ..lifecycle.uploads import expire_uploads
 from ..oci.errors import ErrorCode, RegistryError
 from ..oci.names import validate_name
+from ..oci.rules import parse_rules, protecting_rule
 from ..storage.blobstore import FilesystemBlobStore
-from ..storage.metadata import SQLiteMetadataStore
+from ..storage.metadata import ImmutableRule, SQLiteMetadataStore
 from . import blobs, manifests, uploads
 from .accesslog import AccessLog
 from .bodysink import WriteBudget
@@ -40,6 +41,10 @@ class Registry:
         # Threads that write upload batches while the event loop receives and hashes.
         self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="upload")
         self.write_budget = WriteBudget(WRITE_BUDGET_BYTES)
+        self.immutable_tags = parse_rules(config.immutable_tags)
+
+    def immutable_rule(self, repository: str) -> ImmutableRule:
+        return protecting_rule(self.immutable_tags, repository)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":

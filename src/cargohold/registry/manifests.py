@@ -10,7 +10,7 @@ from ..oci.digest import Digest, looks_like_digest
 from ..oci.errors import ErrorCode, RegistryError
 from ..oci.manifest import accepts, parse_manifest
 from ..oci.names import validate_tag
-from ..storage.metadata import ManifestRecord, MissingReferences, StoredManifest
+from ..storage.metadata import ImmutableTagError, ManifestRecord, MissingReferences, StoredManifest
 from .http import Request, Responder
 from .pagination import page
 
@@ -67,7 +67,9 @@ async def put(registry: Registry, request: Request, res: Responder, name: str, r
         children=tuple(str(d.digest) for d in manifest.children),
     )
     try:
-        registry.meta.put_manifest(name, record, tag)
+        registry.meta.put_manifest(name, record, tag, registry.immutable_rule(name))
+    except ImmutableTagError as err:
+        raise _immutable(name, err) from None
     except MissingReferences as missing:
         unknown = missing.blobs + missing.manifests
         kind = "blob" if missing.blobs else "manifest"
@@ -83,13 +85,28 @@ async def put(registry: Registry, request: Request, res: Responder, name: str, r
     await res.empty(201, headers)
 
 
+def _immutable(name: str, err: ImmutableTagError) -> RegistryError:
+    return RegistryError(
+        ErrorCode.DENIED,
+        f"tag {err.tag} in {name} is immutable (rule {err.rule!r}): it cannot be moved or deleted; push a new tag",
+    )
+
+
 async def delete(registry: Registry, request: Request, res: Responder, name: str, reference: str) -> None:
-    if looks_like_digest(reference):
-        digest = str(Digest.parse(reference))
-        if not registry.meta.delete_manifest(name, digest):
-            raise RegistryError(ErrorCode.MANIFEST_UNKNOWN, f"manifest {digest} is not in {name}")
-    elif not registry.meta.delete_tag(name, validate_tag(reference)):
-        raise RegistryError(ErrorCode.MANIFEST_UNKNOWN, f"tag {reference} is not in {name}")
+    immutable = registry.immutable_rule(name)
+    try:
+        if looks_like_digest(reference):
+            digest = str(Digest.parse(reference))
+            if not registry.meta.delete_manifest(name, digest, immutable):
+                raise RegistryError(ErrorCode.MANIFEST_UNKNOWN, f"manifest {digest} is not in {name}")
+        else:
+            tag = validate_tag(reference)
+            if rule := immutable(tag):
+                raise ImmutableTagError(tag, rule)
+            if not registry.meta.delete_tag(name, tag):
+                raise RegistryError(ErrorCode.MANIFEST_UNKNOWN, f"tag {reference} is not in {name}")
+    except ImmutableTagError as err:
+        raise _immutable(name, err) from None
     await res.empty(202)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,6 +112,19 @@ class ManifestRecord:
     payload: bytes
     blobs: tuple[tuple[str, str], ...]  # (digest, "config" | "layer")
     children: tuple[str, ...]
+
+
+class ImmutableTagError(Exception):
+    """A tag an immutability rule protects would move or disappear."""
+
+    def __init__(self, tag: str, rule: str) -> None:
+        self.tag = tag
+        self.rule = rule
+        super().__init__(f"tag {tag} is immutable (rule {rule})")
+
+
+# Given a tag of the repository at hand, the immutability rule protecting it, if any.
+ImmutableRule = Callable[[str], str | None]
 
 
 class MissingReferences(Exception):
@@ -305,7 +318,9 @@ class SQLiteMetadataStore:
 
     # -- manifests and tags -------------------------------------------------------------------
 
-    def put_manifest(self, repo: str, record: ManifestRecord, tag: str | None) -> None:
+    def put_manifest(
+        self, repo: str, record: ManifestRecord, tag: str | None, immutable: ImmutableRule | None = None
+    ) -> None:
         """Store a manifest (and move `tag` to it) if everything it references is in `repo`.
 
         The reference check and the insert share one write transaction, so a concurrent
@@ -347,14 +362,18 @@ class SQLiteMetadataStore:
             touched = {d for d, _ in record.blobs}
             db.executemany("UPDATE blob SET last_touched = ? WHERE digest = ?", [(now, d) for d in touched])
             if tag is not None:
-                self._move_tag(db, repo, tag, record.digest, now)
+                self._move_tag(db, repo, tag, record.digest, now, immutable)
 
     @staticmethod
-    def _move_tag(db: sqlite3.Connection, repo: str, tag: str, digest: str, now: float) -> None:
+    def _move_tag(
+        db: sqlite3.Connection, repo: str, tag: str, digest: str, now: float, immutable: ImmutableRule | None
+    ) -> None:
         row = db.execute("SELECT digest FROM tag WHERE repo = ? AND name = ?", (repo, tag)).fetchone()
         old = row[0] if row else None
         if old == digest:
             return
+        if old is not None and immutable is not None and (rule := immutable(tag)):
+            raise ImmutableTagError(tag, rule)
         db.execute(
             "INSERT INTO tag(repo, name, digest, updated) VALUES (?, ?, ?, ?) "
             "ON CONFLICT(repo, name) DO UPDATE SET digest = excluded.digest, updated = excluded.updated",
@@ -392,20 +411,45 @@ class SQLiteMetadataStore:
             )
             return True
 
-    def delete_manifest(self, repo: str, digest: str) -> bool:
-        """Delete a manifest and every tag pointing at it."""
+    def delete_manifest(self, repo: str, digest: str, immutable: ImmutableRule | None = None) -> bool:
+        """Delete a manifest and every tag pointing at it (none of which may be immutable)."""
         now = time.time()
         with self.transaction() as db:
+            tags = [row[0] for row in db.execute("SELECT name FROM tag WHERE repo = ? AND digest = ?", (repo, digest))]
+            for tag in tags:
+                if immutable is not None and (rule := immutable(tag)):
+                    raise ImmutableTagError(tag, rule)
             if db.execute("DELETE FROM manifest WHERE repo = ? AND digest = ?", (repo, digest)).rowcount == 0:
                 return False
             db.execute("DELETE FROM manifest_ref WHERE repo = ? AND manifest = ?", (repo, digest))
-            tags = [row[0] for row in db.execute("SELECT name FROM tag WHERE repo = ? AND digest = ?", (repo, digest))]
             db.execute("DELETE FROM tag WHERE repo = ? AND digest = ?", (repo, digest))
             db.executemany(
                 "INSERT INTO tag_event(repo, name, old_digest, new_digest, at) VALUES (?, ?, ?, NULL, ?)",
                 [(repo, t, digest, now) for t in tags],
             )
             return True
+
+    def delete_repository(self, repo: str, immutable: ImmutableRule | None = None) -> tuple[int, int, list[str]] | None:
+        """Delete a repository's tags, manifests, blob links and upload sessions (blobs are left to
+        garbage collection). Returns (tags, manifests, upload ids), or None if it does not exist."""
+        now = time.time()
+        with self.transaction() as db:
+            if db.execute("SELECT 1 FROM repository WHERE name = ?", (repo,)).fetchone() is None:
+                return None
+            tags = db.execute("SELECT name, digest FROM tag WHERE repo = ?", (repo,)).fetchall()
+            for tag, _ in tags:
+                if immutable is not None and (rule := immutable(tag)):
+                    raise ImmutableTagError(tag, rule)
+            db.executemany(
+                "INSERT INTO tag_event(repo, name, old_digest, new_digest, at) VALUES (?, ?, ?, NULL, ?)",
+                [(repo, tag, digest, now) for tag, digest in tags],
+            )
+            uploads = [row[0] for row in db.execute("SELECT id FROM upload WHERE repo = ?", (repo,))]
+            manifests = db.execute("DELETE FROM manifest WHERE repo = ?", (repo,)).rowcount
+            for table in ("tag", "manifest_ref", "repository_blob", "upload"):
+                db.execute(f"DELETE FROM {table} WHERE repo = ?", (repo,))
+            db.execute("DELETE FROM repository WHERE name = ?", (repo,))
+            return len(tags), manifests, uploads
 
     def list_tags(self, repo: str, limit: int | None, last: str | None) -> list[str]:
         return self._page("SELECT name FROM tag WHERE repo = ?", "name", limit, last, repo)
