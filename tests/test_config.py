@@ -85,3 +85,28 @@ def test_immutable_tag_rules(tmp_path: Path) -> None:
     assert load_config(environ=config.to_env()).immutable_tags == config.immutable_tags
     with pytest.raises(ConfigError, match="must be REPOSITORY_GLOB:TAG_GLOB"):
         load_config(environ={"CARGOHOLD_IMMUTABLE_TAGS": "v*"})
+
+
+@pytest.mark.parametrize(
+    ("policies", "message"),
+    [
+        ("{}", "must be a list"),
+        ('[{"keep_last": 3}]', r"retention\[0\] needs a 'repositories' pattern"),
+        ('[{"repositories": "a/*", "keep_first": 3}]', "unknown keys: keep_first"),
+        ('[{"repositories": "a/*", "keep_last": -1}]', r"retention\[0\]: unusable value"),
+        ('[{"repositories": "a/*", "older_than": "soon"}]', r"retention\[0\]: unusable value"),
+        ("not json", "JSON in CARGOHOLD_RETENTION"),
+    ],
+)
+def test_bad_retention_policies_are_named(policies: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(environ={"CARGOHOLD_RETENTION": policies})
+
+
+def test_retention_from_yaml(tmp_path: Path) -> None:
+    file = tmp_path / "cargohold.yml"
+    file.write_text(
+        "retention:\n  - repositories: 'team/*'\n    keep_last: 10\n    keep: ['v*']\n    older_than: 30d\n"
+    )
+    (policy,) = load_config(file, environ={}).retention
+    assert (policy.repositories, policy.keep_last, policy.keep, policy.older_than) == ("team/*", 10, ("v*",), 2592000)

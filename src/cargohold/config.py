@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -10,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from .oci.rules import RetentionPolicy
 
 ENV_PREFIX = "CARGOHOLD_"
 
@@ -43,6 +46,10 @@ class Config:
     # Tags that may be created but never moved or deleted, as REPOSITORY_GLOB:TAG_GLOB rules
     # (fnmatch; `*` also crosses `/`), e.g. ("*:v*", "prod/*:*").
     immutable_tags: tuple[str, ...] = ()
+    # Tag retention, one policy per repository pattern (the first match applies); see README.
+    retention: tuple[RetentionPolicy, ...] = ()
+    # How often a running server applies the retention policies (when there are any).
+    retention_interval: float = 3600.0
 
     @property
     def host(self) -> str:
@@ -59,10 +66,12 @@ class Config:
     def to_env(self) -> dict[str, str]:
         """The environment that recreates this config in a worker process."""
 
-        def text(value: Any) -> str:
+        def text(name: str, value: Any) -> str:
+            if name == "retention":
+                return json.dumps([dataclasses.asdict(policy) for policy in value])
             return ",".join(value) if isinstance(value, tuple) else str(value)
 
-        return {ENV_PREFIX + f.name.upper(): text(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        return {ENV_PREFIX + f.name.upper(): text(f.name, getattr(self, f.name)) for f in dataclasses.fields(self)}
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
@@ -104,6 +113,40 @@ def _coerce(name: str, raw: Any, default: Any) -> Any:
         raise ConfigError(f"setting {name!r} has an unusable value {raw!r}") from None
 
 
+def _retention(raw: Any) -> tuple[RetentionPolicy, ...]:
+    """Policies from a YAML list of mappings, or JSON text (the environment's form)."""
+    try:
+        items = json.loads(raw) if isinstance(raw, str) else raw
+    except ValueError:
+        raise ConfigError("retention must be a list of policies (JSON in CARGOHOLD_RETENTION)") from None
+    if not isinstance(items, list):
+        raise ConfigError("retention must be a list of policies")
+    policies = []
+    for index, item in enumerate(items):
+        where = f"retention[{index}]"
+        if not isinstance(item, dict) or not isinstance(item.get("repositories"), str):
+            raise ConfigError(f"{where} needs a 'repositories' pattern, e.g. 'team/*'")
+        unknown = set(item) - {"repositories", "keep_last", "keep", "older_than"}
+        if unknown:
+            raise ConfigError(f"{where} has unknown keys: {', '.join(sorted(unknown))}")
+        try:
+            keep_last = item.get("keep_last")
+            if keep_last is not None and (isinstance(keep_last, bool) or int(keep_last) < 0):
+                raise ValueError(keep_last)
+            older_than = item.get("older_than")
+            policies.append(
+                RetentionPolicy(
+                    repositories=item["repositories"],
+                    keep_last=None if keep_last is None else int(keep_last),
+                    keep=tuple(str(pattern) for pattern in item.get("keep") or ()),
+                    older_than=None if older_than is None else parse_duration(older_than),
+                )
+            )
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"{where}: unusable value {err}") from None
+    return tuple(policies)
+
+
 def load_config(file: Path | None = None, environ: dict[str, str] | None = None, **overrides: Any) -> Config:
     environ = dict(os.environ if environ is None else environ)
     config = Config()
@@ -125,7 +168,7 @@ def load_config(file: Path | None = None, environ: dict[str, str] | None = None,
             values[name] = environ[ENV_PREFIX + name.upper()]
     values.update({k: v for k, v in overrides.items() if v is not None})
     for name, raw in values.items():
-        setattr(config, name, _coerce(name, raw, getattr(config, name)))
+        setattr(config, name, _retention(raw) if name == "retention" else _coerce(name, raw, getattr(config, name)))
     if ":" not in config.listen or not config.listen.rsplit(":", 1)[1].isdigit():
         raise ConfigError(f"listen address {config.listen!r} must be HOST:PORT")
     if config.workers < 1:

@@ -123,6 +123,26 @@ def gc(
     click.echo(json.dumps(asdict(report), indent=2) if as_json else report.summary())
 
 
+@cli.command()
+@config_option
+@data_option
+@click.option("--dry-run", is_flag=True, help="List the tags the policies would delete; delete nothing.")
+def retention(config_file: Path | None, data: Path | None, dry_run: bool) -> None:
+    """Apply the retention policies of the config: delete the tags they let go."""
+    from ..lifecycle.retention import apply_retention
+    from ..oci.rules import parse_rules
+
+    config = _config(config_file, data=data)
+    if not config.retention:
+        raise click.ClickException("no retention policies configured (setting `retention`)")
+    meta, _ = _stores(config)
+    deleted = apply_retention(meta, config.retention, parse_rules(config.immutable_tags), dry_run=dry_run)
+    verb = "would delete" if dry_run else "deleted"
+    for repo_name, tags in deleted.items():
+        click.echo(f"{repo_name}: {verb} {', '.join(tags)}")
+    click.echo(f"{verb} {sum(len(t) for t in deleted.values())} tag(s) in {len(deleted)} repositories")
+
+
 @cli.group()
 def repo() -> None:
     """Manage repositories."""

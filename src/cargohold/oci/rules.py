@@ -36,3 +36,38 @@ def protecting_rule(rules: tuple[TagRule, ...], repository: str) -> Callable[[st
         return str(rule) if rule else None
 
     return rule_for
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionPolicy:
+    """Which tags of the repositories matching `repositories` may be deleted over time.
+
+    A tag is kept if it matches a `keep` pattern, is among the `keep_last` most recently
+    pushed, or is younger than `older_than` (seconds); every other tag goes. A policy with
+    neither `keep_last` nor `older_than` deletes nothing.
+    """
+
+    repositories: str
+    keep_last: int | None = None
+    keep: tuple[str, ...] = ()
+    older_than: float | None = None
+
+    def doomed(self, tags: list[tuple[str, float]], now: float, protected: Callable[[str], object]) -> list[str]:
+        """Of (tag, pushed-at) pairs, the tags to delete, oldest first."""
+        if self.keep_last is None and self.older_than is None:
+            return []
+        newest_first = sorted(tags, key=lambda item: (-item[1], item[0]))
+        recent = {name for name, _ in newest_first[: self.keep_last]} if self.keep_last is not None else set()
+        cutoff = now - self.older_than if self.older_than is not None else float("inf")
+        return [
+            name
+            for name, pushed in reversed(newest_first)
+            if name not in recent
+            and pushed < cutoff
+            and not any(fnmatchcase(name, pattern) for pattern in self.keep)
+            and not protected(name)
+        ]
+
+
+def first_policy(policies: tuple[RetentionPolicy, ...], repository: str) -> RetentionPolicy | None:
+    return next((p for p in policies if fnmatchcase(repository, p.repositories)), None)

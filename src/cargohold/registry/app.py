@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from ..config import Config, load_config
 from ..lifecycle.gc import collect_garbage
+from ..lifecycle.retention import apply_retention
 from ..lifecycle.uploads import expire_uploads
 from ..oci.errors import ErrorCode, RegistryError
 from ..oci.names import validate_name
@@ -81,6 +82,8 @@ class Registry:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 jobs.append(asyncio.create_task(self._every(self.config.upload_sweep_interval, self._expire_uploads)))
+                if self.config.retention:
+                    jobs.append(asyncio.create_task(self._every(self.config.retention_interval, self._retain)))
                 if self.config.gc_interval > 0:
                     jobs.append(asyncio.create_task(self._every(self.config.gc_interval, self._collect_garbage)))
                 await send({"type": "lifespan.startup.complete"})
@@ -115,6 +118,10 @@ class Registry:
         expired = expire_uploads(meta, self.blobs, self.config.upload_max_age)
         if expired:
             log.info("expired %d abandoned upload session(s)", len(expired))
+
+    def _retain(self, meta: SQLiteMetadataStore) -> None:
+        for repo, tags in apply_retention(meta, self.config.retention, self.immutable_tags).items():
+            log.info("retention deleted %d tag(s) of %s: %s", len(tags), repo, ", ".join(tags))
 
     def _collect_garbage(self, meta: SQLiteMetadataStore) -> None:
         report = collect_garbage(meta, self.blobs, self.config.gc_grace, untagged_age=self.config.gc_untagged_age)

@@ -398,11 +398,16 @@ class SQLiteMetadataStore:
         ).fetchone()
         return StoredManifest(*row) if row else None
 
-    def delete_tag(self, repo: str, tag: str) -> bool:
+    def tag_times(self, repo: str) -> list[tuple[str, str, float]]:
+        """(tag, digest, last pushed) for every tag of `repo`."""
+        return self._db.execute("SELECT name, digest, updated FROM tag WHERE repo = ?", (repo,)).fetchall()
+
+    def delete_tag(self, repo: str, tag: str, only_if: tuple[str, float] | None = None) -> bool:
+        """Delete a tag; with `only_if` = (digest, updated), only if nobody moved it since."""
         now = time.time()
         with self.transaction() as db:
-            row = db.execute("SELECT digest FROM tag WHERE repo = ? AND name = ?", (repo, tag)).fetchone()
-            if row is None:
+            row = db.execute("SELECT digest, updated FROM tag WHERE repo = ? AND name = ?", (repo, tag)).fetchone()
+            if row is None or (only_if is not None and tuple(row) != only_if):
                 return False
             db.execute("DELETE FROM tag WHERE repo = ? AND name = ?", (repo, tag))
             db.execute(
