@@ -110,3 +110,24 @@ def test_retention_from_yaml(tmp_path: Path) -> None:
     )
     (policy,) = load_config(file, environ={}).retention
     assert (policy.repositories, policy.keep_last, policy.keep, policy.older_than) == ("team/*", 10, ("v*",), 2592000)
+
+
+@pytest.mark.parametrize(
+    ("quotas", "message"),
+    [
+        ('[{"limit": "1GiB"}]', "exactly one of `repositories`"),
+        ('[{"repositories": "a/*", "namespace": "a", "limit": "1GiB"}]', "exactly one of `repositories`"),
+        ('[{"repositories": "a/*"}]', "takes `limit`"),
+        ('[{"namespace": "a", "limit": "lots"}]', "not a size"),
+    ],
+)
+def test_bad_quotas_are_named(quotas: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(environ={"CARGOHOLD_QUOTAS": quotas})
+
+
+def test_quota_sizes() -> None:
+    (quota,) = load_config(environ={"CARGOHOLD_QUOTAS": '[{"namespace": "a", "limit": "1.5GiB"}]'}).quotas
+    assert quota.limit == int(1.5 * 1024**3)
+    (quota,) = load_config(environ={"CARGOHOLD_QUOTAS": '[{"namespace": "a", "limit": "500MB"}]'}).quotas
+    assert quota.limit == 500_000_000

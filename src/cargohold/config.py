@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from .oci.rules import RetentionPolicy
+from .oci.rules import Quota, RetentionPolicy
 
 ENV_PREFIX = "CARGOHOLD_"
 
@@ -50,6 +50,8 @@ class Config:
     retention: tuple[RetentionPolicy, ...] = ()
     # How often a running server applies the retention policies (when there are any).
     retention_interval: float = 3600.0
+    # Byte limits on unique stored blobs, per repository pattern or per namespace; see README.
+    quotas: tuple[Quota, ...] = ()
 
     @property
     def host(self) -> str:
@@ -67,8 +69,8 @@ class Config:
         """The environment that recreates this config in a worker process."""
 
         def text(name: str, value: Any) -> str:
-            if name == "retention":
-                return json.dumps([dataclasses.asdict(policy) for policy in value])
+            if name in ("retention", "quotas"):
+                return json.dumps([dataclasses.asdict(item) for item in value])
             return ",".join(value) if isinstance(value, tuple) else str(value)
 
         return {ENV_PREFIX + f.name.upper(): text(f.name, getattr(self, f.name)) for f in dataclasses.fields(self)}
@@ -113,18 +115,55 @@ def _coerce(name: str, raw: Any, default: Any) -> Any:
         raise ConfigError(f"setting {name!r} has an unusable value {raw!r}") from None
 
 
-def _retention(raw: Any) -> tuple[RetentionPolicy, ...]:
-    """Policies from a YAML list of mappings, or JSON text (the environment's form)."""
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4}
+_SIZE_UNITS |= {"kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4}
+
+
+def parse_size(text: str | int) -> int:
+    """Bytes from `1048576`, `500MB`, `10GiB`."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        return text
+    found = _SIZE.match(str(text))
+    if not found:
+        raise ValueError(f"{text!r} is not a size such as 500MB or 10GiB")
+    return int(float(found[1]) * _SIZE_UNITS[(found[2] or "").lower()])
+
+
+def _mappings(name: str, raw: Any) -> list[dict[str, Any]]:
+    """A YAML list of mappings, or its JSON text (the environment's form)."""
     try:
         items = json.loads(raw) if isinstance(raw, str) else raw
     except ValueError:
-        raise ConfigError("retention must be a list of policies (JSON in CARGOHOLD_RETENTION)") from None
-    if not isinstance(items, list):
-        raise ConfigError("retention must be a list of policies")
+        raise ConfigError(f"{name} must be a list (JSON in {ENV_PREFIX}{name.upper()})") from None
+    if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+        raise ConfigError(f"{name} must be a list of mappings")
+    return items
+
+
+def _quotas(raw: Any) -> tuple[Quota, ...]:
+    quotas = []
+    for index, raw_item in enumerate(_mappings("quotas", raw)):
+        where = f"quotas[{index}]"
+        item = {key: value for key, value in raw_item.items() if value is not None}
+        if set(item) - {"repositories", "namespace", "limit"} or "limit" not in item:
+            raise ConfigError(f"{where} takes `limit` and one of `repositories` or `namespace`")
+        if ("repositories" in item) == ("namespace" in item):
+            raise ConfigError(f"{where} needs exactly one of `repositories` (a pattern) or `namespace`")
+        try:
+            limit = parse_size(item["limit"])
+        except ValueError as err:
+            raise ConfigError(f"{where}: {err}") from None
+        quotas.append(Quota(limit, item.get("repositories"), item.get("namespace")))
+    return tuple(quotas)
+
+
+def _retention(raw: Any) -> tuple[RetentionPolicy, ...]:
+    """Policies from a YAML list of mappings, or JSON text (the environment's form)."""
     policies = []
-    for index, item in enumerate(items):
+    for index, item in enumerate(_mappings("retention", raw)):
         where = f"retention[{index}]"
-        if not isinstance(item, dict) or not isinstance(item.get("repositories"), str):
+        if not isinstance(item.get("repositories"), str):
             raise ConfigError(f"{where} needs a 'repositories' pattern, e.g. 'team/*'")
         unknown = set(item) - {"repositories", "keep_last", "keep", "older_than"}
         if unknown:
@@ -168,7 +207,8 @@ def load_config(file: Path | None = None, environ: dict[str, str] | None = None,
             values[name] = environ[ENV_PREFIX + name.upper()]
     values.update({k: v for k, v in overrides.items() if v is not None})
     for name, raw in values.items():
-        setattr(config, name, _retention(raw) if name == "retention" else _coerce(name, raw, getattr(config, name)))
+        parse = {"retention": _retention, "quotas": _quotas}.get(name)
+        setattr(config, name, parse(raw) if parse else _coerce(name, raw, getattr(config, name)))
     if ":" not in config.listen or not config.listen.rsplit(":", 1)[1].isdigit():
         raise ConfigError(f"listen address {config.listen!r} must be HOST:PORT")
     if config.workers < 1:

@@ -143,6 +143,45 @@ def retention(config_file: Path | None, data: Path | None, dry_run: bool) -> Non
     click.echo(f"{verb} {sum(len(t) for t in deleted.values())} tag(s) in {len(deleted)} repositories")
 
 
+@cli.command()
+@config_option
+@data_option
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+def usage(config_file: Path | None, data: Path | None, as_json: bool) -> None:
+    """Bytes of unique stored blobs per repository and per quota'd namespace, with quotas."""
+    from ..oci.rules import format_bytes
+
+    config = _config(config_file, data=data)
+    meta, _ = _stores(config)
+    rows: list[dict[str, Any]] = []
+    for name in meta.all_repositories():
+        limits = [q.limit for q in config.quotas if q.scope(name) == ("repository", name)]
+        rows.append(
+            {
+                "scope": "repository",
+                "name": name,
+                "bytes": meta.usage("repository", name),
+                "quota": min(limits) if limits else None,
+            }
+        )
+    for quota in config.quotas:
+        if quota.namespace is not None:
+            rows.append(
+                {
+                    "scope": "namespace",
+                    "name": quota.namespace,
+                    "bytes": meta.usage("namespace", quota.namespace),
+                    "quota": quota.limit,
+                }
+            )
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        quota = f" of {format_bytes(row['quota'])}" if row["quota"] is not None else ""
+        click.echo(f"{row['scope']:<10} {row['name']:<40} {format_bytes(row['bytes'])}{quota}")
+
+
 @cli.group()
 def repo() -> None:
     """Manage repositories."""

@@ -71,3 +71,29 @@ class RetentionPolicy:
 
 def first_policy(policies: tuple[RetentionPolicy, ...], repository: str) -> RetentionPolicy | None:
     return next((p for p in policies if fnmatchcase(repository, p.repositories)), None)
+
+
+@dataclass(frozen=True, slots=True)
+class Quota:
+    """A limit in bytes of unique stored blobs: for each repository matching `repositories`,
+    or shared by every repository under `namespace` (`team` covers `team/...`)."""
+
+    limit: int
+    repositories: str | None = None
+    namespace: str | None = None
+
+    def scope(self, repository: str) -> tuple[str, str] | None:
+        """("repository" | "namespace", name) this quota counts `repository` in, if any."""
+        if self.repositories is not None and fnmatchcase(repository, self.repositories):
+            return "repository", repository
+        if self.namespace is not None and repository.startswith(self.namespace + "/"):
+            return "namespace", self.namespace
+        return None
+
+
+def format_bytes(size: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:,.0f} {unit}" if unit == "B" else f"{size:,.1f} {unit}"
+        size /= 1024
+    return f"{size:,.1f} TiB"

@@ -10,9 +10,16 @@ from ..oci.digest import Digest, looks_like_digest
 from ..oci.errors import ErrorCode, RegistryError
 from ..oci.manifest import accepts, parse_manifest
 from ..oci.names import validate_tag
-from ..storage.metadata import ImmutableTagError, ManifestRecord, MissingReferences, StoredManifest
+from ..storage.metadata import (
+    ImmutableTagError,
+    ManifestRecord,
+    MissingReferences,
+    QuotaExceededError,
+    StoredManifest,
+)
 from .http import Request, Responder
 from .pagination import page
+from .quota import quota_refusal
 
 if TYPE_CHECKING:
     from .app import Registry
@@ -67,9 +74,11 @@ async def put(registry: Registry, request: Request, res: Responder, name: str, r
         children=tuple(str(d.digest) for d in manifest.children),
     )
     try:
-        registry.meta.put_manifest(name, record, tag, registry.immutable_rule(name))
+        registry.meta.put_manifest(name, record, tag, registry.immutable_rule(name), registry.config.quotas)
     except ImmutableTagError as err:
         raise _immutable(name, err) from None
+    except QuotaExceededError as err:
+        raise quota_refusal(err, "delete images or raise the quota to push more") from None
     except MissingReferences as missing:
         unknown = missing.blobs + missing.manifests
         kind = "blob" if missing.blobs else "manifest"

@@ -22,8 +22,10 @@ from ..oci.digest import Digest
 from ..oci.errors import ErrorCode, RegistryError
 from ..oci.names import validate_name
 from ..storage.blobstore import StorageFullError, UploadBusyError, UploadWriter, is_upload_id
+from ..storage.metadata import QuotaExceededError
 from .bodysink import sink
 from .http import ClientDisconnected, Request, Responder
+from .quota import quota_refusal
 
 if TYPE_CHECKING:
     from .app import Registry
@@ -159,9 +161,16 @@ def _finish(
             f"uploaded content has digest {digest.algorithm}:{actual}, not {digest}; the upload was discarded",
         )
     registry.hashers.drop(upload_id)
-    with registry.blobs.publishing(digest):
-        registry.blobs.commit_upload(upload_id, digest)
-        registry.meta.add_blob(name, str(digest), writer.size, upload_id)
+    try:
+        registry.meta.check_quotas(name, registry.config.quotas, str(digest), writer.size)
+        with registry.blobs.publishing(digest):
+            registry.blobs.commit_upload(upload_id, digest)
+            # Checked again inside the write transaction; if a concurrent upload won the last
+            # bytes of the quota, the file just placed stays unrecorded until GC takes it.
+            registry.meta.add_blob(name, str(digest), writer.size, upload_id, registry.config.quotas)
+    except QuotaExceededError as err:
+        _discard(registry, upload_id)
+        raise quota_refusal(err, "the upload was discarded") from None
 
 
 def _hash_upload(registry: Registry, upload_id: str, algorithm: str, size: int | None = None) -> hashlib._Hash:
@@ -226,10 +235,17 @@ async def start(registry: Registry, request: Request, res: Responder, name: str)
             validate_name(source)
         except RegistryError:
             source = None
-        size = registry.meta.mount_blob(name, str(digest), source) if source else None
+        try:
+            size = registry.meta.mount_blob(name, str(digest), source, registry.config.quotas) if source else None
+        except QuotaExceededError as err:
+            raise quota_refusal(err, "nothing was mounted") from None
         if size is not None and registry.blobs.blob_size(digest) == size:
             await res.empty(201, _created_headers(name, digest))
             return
+    try:  # refuse before any bytes travel when the repository is already full
+        registry.meta.check_quotas(name, registry.config.quotas)
+    except QuotaExceededError as err:
+        raise quota_refusal(err, "no upload was started") from None
     raw_digest = request.query("digest")
     if raw_digest is not None:
         digest = Digest.parse(raw_digest)

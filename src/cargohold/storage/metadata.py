@@ -14,6 +14,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..oci.rules import Quota
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS repository (
     name TEXT PRIMARY KEY,
@@ -127,6 +129,12 @@ class ImmutableTagError(Exception):
 ImmutableRule = Callable[[str], str | None]
 
 
+class QuotaExceededError(Exception):
+    def __init__(self, scope: str, usage: int, adding: int, limit: int) -> None:
+        self.scope, self.usage, self.adding, self.limit = scope, usage, adding, limit
+        super().__init__(f"{scope} quota exceeded")
+
+
 class MissingReferences(Exception):
     def __init__(self, blobs: list[str], manifests: list[str]) -> None:
         self.blobs = blobs
@@ -168,6 +176,9 @@ class SQLiteMetadataStore:
     @staticmethod
     def _ensure_repository(db: sqlite3.Connection, repo: str, now: float) -> None:
         db.execute("INSERT OR IGNORE INTO repository(name, created) VALUES (?, ?)", (repo, now))
+
+    def all_repositories(self) -> list[str]:
+        return [row[0] for row in self._db.execute("SELECT name FROM repository ORDER BY name")]
 
     def list_repositories(self, limit: int | None, last: str | None) -> list[str]:
         # A repository appears in the catalog once it holds a manifest.
@@ -258,10 +269,52 @@ class SQLiteMetadataStore:
             db.executemany("DELETE FROM blob WHERE digest = ?", digests)
         return rows
 
-    def add_blob(self, repo: str, digest: str, size: int, upload_id: str | None = None) -> None:
+    @staticmethod
+    def _scope_filter(kind: str) -> str:
+        if kind == "repository":
+            return "rb.repo = :name"
+        return "substr(rb.repo, 1, length(:name) + 1) = :name || '/'"
+
+    def usage(self, kind: str, name: str, db: sqlite3.Connection | None = None) -> int:
+        """Bytes of the unique blobs linked into a repository, or into a namespace's repositories."""
+        sql = (
+            "SELECT COALESCE(SUM(size), 0) FROM blob WHERE digest IN "
+            f"(SELECT rb.digest FROM repository_blob rb WHERE {self._scope_filter(kind)})"
+        )
+        return int((db or self._db).execute(sql, {"name": name}).fetchone()[0])
+
+    def _check_quotas(
+        self, db: sqlite3.Connection, repo: str, quotas: tuple[Quota, ...], digest: str | None, size: int
+    ) -> None:
+        """Raise QuotaExceededError if linking `digest` (of `size` bytes) into `repo` breaks a quota;
+        with no digest, if the repository's scopes are already over their limits."""
+        for quota in quotas:
+            scope = quota.scope(repo)
+            if scope is None:
+                continue
+            kind, name = scope
+            if digest is not None:
+                linked = db.execute(
+                    f"SELECT 1 FROM repository_blob rb WHERE rb.digest = :digest AND {self._scope_filter(kind)}",
+                    {"digest": digest, "name": name},
+                ).fetchone()
+                if linked:
+                    continue  # already counted there: linking again adds nothing
+            usage = self.usage(kind, name, db)
+            if usage + size > quota.limit:
+                raise QuotaExceededError(f"{kind} {name}", usage, size, quota.limit)
+
+    def check_quotas(self, repo: str, quotas: tuple[Quota, ...], digest: str | None = None, size: int = 0) -> None:
+        """The quota check on its own, without a transaction: a cheap early refusal."""
+        self._check_quotas(self._db, repo, quotas, digest, size)
+
+    def add_blob(
+        self, repo: str, digest: str, size: int, upload_id: str | None = None, quotas: tuple[Quota, ...] = ()
+    ) -> None:
         """Record a verified blob and link it into `repo`; drop the finished upload session."""
         now = time.time()
         with self.transaction() as db:
+            self._check_quotas(db, repo, quotas, digest, size)
             self._ensure_repository(db, repo, now)
             db.execute(
                 "INSERT INTO blob(digest, size, created, last_touched) VALUES (?, ?, ?, ?) "
@@ -274,13 +327,14 @@ class SQLiteMetadataStore:
             if upload_id is not None:
                 db.execute("DELETE FROM upload WHERE id = ?", (upload_id,))
 
-    def mount_blob(self, repo: str, digest: str, source: str) -> int | None:
+    def mount_blob(self, repo: str, digest: str, source: str, quotas: tuple[Quota, ...] = ()) -> int | None:
         """Link a blob readable through `source` into `repo`; its size, or None if not readable."""
         now = time.time()
         with self.transaction() as db:
             row = db.execute(_LINKED_BLOB_SIZE, (source, digest)).fetchone()
             if row is None:
                 return None
+            self._check_quotas(db, repo, quotas, digest, int(row[0]))
             self._ensure_repository(db, repo, now)
             db.execute("UPDATE blob SET last_touched = ? WHERE digest = ?", (now, digest))
             db.execute(
@@ -319,7 +373,12 @@ class SQLiteMetadataStore:
     # -- manifests and tags -------------------------------------------------------------------
 
     def put_manifest(
-        self, repo: str, record: ManifestRecord, tag: str | None, immutable: ImmutableRule | None = None
+        self,
+        repo: str,
+        record: ManifestRecord,
+        tag: str | None,
+        immutable: ImmutableRule | None = None,
+        quotas: tuple[Quota, ...] = (),
     ) -> None:
         """Store a manifest (and move `tag` to it) if everything it references is in `repo`.
 
@@ -341,6 +400,7 @@ class SQLiteMetadataStore:
             ]
             if missing_blobs or missing_manifests:
                 raise MissingReferences(missing_blobs, missing_manifests)
+            self._check_quotas(db, repo, quotas, None, 0)
             self._ensure_repository(db, repo, now)
             db.execute(
                 "INSERT INTO manifest(repo, digest, media_type, artifact_type, subject, size, payload, created) "
