@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -15,7 +16,7 @@ from ..lifecycle.uploads import expire_uploads
 from ..oci.errors import ErrorCode, RegistryError
 from ..oci.names import validate_name
 from ..oci.rules import parse_rules, protecting_rule
-from ..storage.blobstore import FilesystemBlobStore
+from ..storage.blobstore import FilesystemBlobStore, StorageFullError
 from ..storage.metadata import ImmutableRule, SQLiteMetadataStore
 from . import blobs, manifests, uploads
 from .accesslog import AccessLog
@@ -62,6 +63,16 @@ class Registry:
             await self._refuse(request, res, err)
         except ClientDisconnected:
             res.status = res.status or 499
+        except (StorageFullError, sqlite3.OperationalError) as err:
+            if isinstance(err, sqlite3.OperationalError) and "full" not in str(err):
+                log.exception("database error on %s %s", request.method, request.path)
+                await self._refuse(request, res, RegistryError(ErrorCode.UNKNOWN, "database error; see the server log"))
+            else:
+                log.error("storage full on %s %s: %s", request.method, request.path, err)
+                full = RegistryError(
+                    ErrorCode.UNKNOWN, "the registry's storage is full; nothing was stored", status=507
+                )
+                await self._refuse(request, res, full)
         except Exception:
             log.exception("internal error on %s %s", request.method, request.path)
             await self._refuse(request, res, RegistryError(ErrorCode.UNKNOWN, "internal error; see the server log"))

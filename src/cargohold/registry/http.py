@@ -67,6 +67,14 @@ class Request:
             if not message.get("more_body", False):
                 return
 
+    async def discard_body(self, limit: int) -> None:
+        """Read and drop what is left of the body, up to `limit` bytes."""
+        dropped = 0
+        async for chunk in self.body_chunks():
+            dropped += len(chunk)
+            if dropped > limit:
+                return
+
     async def read_body(self, limit: int) -> bytes:
         """The whole body, refused with 413 once it exceeds `limit` bytes."""
         declared = self.content_length()

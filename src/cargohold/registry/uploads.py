@@ -33,6 +33,9 @@ if TYPE_CHECKING:
 _CONTENT_RANGE = re.compile(r"^(?:bytes[ =])?(\d+)-(\d+)(?:/(?:\d+|\*))?$")
 _HASH_CHUNK = 1 << 20
 _MAX_CACHED_HASHERS = 1024
+# A refused upload's remaining body is read and dropped, up to this much, so the client
+# (which may still be sending) gets the answer instead of a reset connection.
+_DRAIN_LIMIT = 1 << 30
 # How long a request waits for another request on the same upload session to finish.
 _BUSY_WAIT = 5.0
 
@@ -85,6 +88,7 @@ async def _append(registry: Registry, request: Request, writer: UploadWriter, ha
         await sink(request.body_chunks(), writer, hasher, registry.pool, registry.write_budget)
     except StorageFullError:
         writer.truncate(start)
+        await request.discard_body(_DRAIN_LIMIT)
         raise RegistryError(
             ErrorCode.BLOB_UPLOAD_INVALID, "the registry's storage is full; nothing of this chunk was kept", status=507
         ) from None

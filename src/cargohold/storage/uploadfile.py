@@ -29,6 +29,7 @@ class UploadBusyError(Exception):
 
 
 def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
+    """Write all of `data` (a slice the caller hands over) at `offset`."""
     try:
         while data:
             written = os.pwrite(fd, data, offset)
@@ -37,6 +38,10 @@ def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
         if err.errno in (errno.ENOSPC, errno.EDQUOT):
             raise StorageFullError(err.errno, "no space left in the blob store") from err
         raise
+    finally:
+        # A failed write's traceback keeps this frame alive; a live slice of the staging
+        # buffer would then stop it from ever being closed.
+        data.release()
 
 
 def _open_direct(path: Path) -> int:
@@ -92,13 +97,13 @@ class UploadWriter:
         """Write the staged bytes: whole blocks directly, the rest through the page cache."""
         if not self._staged or self._stage is None:
             return
-        stage = memoryview(self._stage)
         whole = self._staged - self._staged % _ALIGN
-        if whole:
-            _pwrite_all(self._direct, stage[:whole], self._written)
-        if whole < self._staged:
-            _pwrite_all(self._fd, stage[whole : self._staged], self._written + whole)
-        stage.release()
+        # The view must be released even when a write fails, or the stage cannot be closed.
+        with memoryview(self._stage) as stage:
+            if whole:
+                _pwrite_all(self._direct, stage[:whole], self._written)
+            if whole < self._staged:
+                _pwrite_all(self._fd, stage[whole : self._staged], self._written + whole)
         self._written += self._staged
         self._staged = 0
 

@@ -1,0 +1,57 @@
+"""Disk full: an upload that hits ENOSPC fails clearly, leaves nothing partial, reads go on."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.oci import error_code, push_blob, sha256, unique_repo, with_query
+from tests.support.servers import Cargohold
+from tests.support.store import assert_store_consistent
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    mountpoint = tmp_path / "small"
+    mountpoint.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(mountpoint)], capture_output=True)
+    if result.returncode != 0:
+        pytest.fail(f"cannot mount a 24 MiB tmpfs (this test needs root): {result.stderr.decode()}", pytrace=False)
+    try:
+        yield mountpoint
+    finally:
+        subprocess.run(["umount", "-l", str(mountpoint)], check=False)
+
+
+def test_upload_on_a_full_disk(small_disk: Path) -> None:
+    server = Cargohold(small_disk / "registry").start()
+    try:
+        repo = unique_repo()
+        kept, too_big = os.urandom(8 << 20), os.urandom(30 << 20)
+        with httpx.Client(base_url=server.url, timeout=60) as c:
+            push_blob(c, repo, kept)
+            single = c.post(f"/v2/{repo}/blobs/uploads/", params={"digest": sha256(too_big)}, content=too_big)
+            assert single.status_code == 507
+            assert "storage is full" in single.json()["errors"][0]["message"]
+
+            location = c.post(f"/v2/{repo}/blobs/uploads/").headers["location"]
+            assert c.patch(location, content=b"x" * 1000).status_code == 202
+            chunk = c.patch(location, content=too_big, headers={"content-range": f"1000-{1000 + len(too_big) - 1}"})
+            assert chunk.status_code == 507
+            assert error_code(chunk) == "BLOB_UPLOAD_INVALID"
+            # The failed chunk left nothing; the session still holds what came before it.
+            assert c.get(location).headers["range"] == "0-999"
+            assert c.head(f"/v2/{repo}/blobs/{sha256(too_big)}").status_code == 404
+            # Reads go on, and the session can still finish once the client sends what fits.
+            assert c.get(f"/v2/{repo}/blobs/{sha256(kept)}").content == kept
+            done = c.put(with_query(location, digest=sha256(b"x" * 1000)))
+            assert done.status_code == 201
+        assert "Traceback" not in server.log_text()
+        assert_store_consistent(server.data)
+    finally:
+        server.stop()
