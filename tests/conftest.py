@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -31,6 +31,21 @@ def distribution(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Distribut
 def any_registry(request: pytest.FixtureRequest) -> ServerProcess:
     """Each client scenario runs against ours and, as a check on the test itself, the reference."""
     return request.getfixturevalue(request.param)
+
+
+@pytest.fixture
+def cargohold_with(tmp_path: Path) -> Iterator[Callable[[dict[str, str]], Cargohold]]:
+    """Start registries of the test's own with extra CARGOHOLD_* settings; all stop afterwards."""
+    started: list[Cargohold] = []
+
+    def start(env: dict[str, str]) -> Cargohold:
+        server = Cargohold(tmp_path / f"registry-{len(started)}", extra_env=env)
+        started.append(server)
+        return server.start()
+
+    yield start
+    for server in started:
+        server.stop()
 
 
 @pytest.fixture

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 import pytest
@@ -16,11 +15,8 @@ from tests.support.store import assert_store_consistent
 
 
 @pytest.fixture
-def two_workers(tmp_path: Path) -> Iterator[Cargohold]:
-    server = Cargohold(tmp_path / "registry", extra_env={"CARGOHOLD_WORKERS": "2"})
-    server.start()
-    yield server
-    server.stop()
+def two_workers(cargohold_with: Callable[[dict[str, str]], Cargohold]) -> Cargohold:
+    return cargohold_with({"CARGOHOLD_WORKERS": "2"})
 
 
 def test_same_blob_pushed_by_many_clients_at_once(fresh_cargohold: Cargohold) -> None:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import httpx
 import pytest
@@ -17,11 +16,8 @@ from tests.support.store import assert_store_consistent
 
 
 @pytest.fixture
-def guarded(tmp_path: Path) -> Iterator[Cargohold]:
-    server = Cargohold(tmp_path / "registry", extra_env={"CARGOHOLD_IMMUTABLE_TAGS": "prod/*:v*,*:release-*"})
-    server.start()
-    yield server
-    server.stop()
+def guarded(cargohold_with: Callable[[dict[str, str]], Cargohold]) -> Cargohold:
+    return cargohold_with({"CARGOHOLD_IMMUTABLE_TAGS": "prod/*:v*,*:release-*"})
 
 
 def cargohold(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

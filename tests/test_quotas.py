@@ -6,7 +6,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -21,11 +21,8 @@ QUOTAS = [{"repositories": "small/*", "limit": "100KiB"}, {"namespace": "team", 
 
 
 @pytest.fixture
-def limited(tmp_path: Path) -> Iterator[Cargohold]:
-    server = Cargohold(tmp_path / "registry", extra_env={"CARGOHOLD_QUOTAS": json.dumps(QUOTAS)})
-    server.start()
-    yield server
-    server.stop()
+def limited(cargohold_with: Callable[[dict[str, str]], Cargohold]) -> Cargohold:
+    return cargohold_with({"CARGOHOLD_QUOTAS": json.dumps(QUOTAS)})
 
 
 def upload(c: httpx.Client, repo: str, data: bytes) -> httpx.Response:
