@@ -67,21 +67,20 @@ def collect_garbage(
         batch = meta.unreferenced_blobs(cutoff) if dry_run else meta.delete_unreferenced_blobs(cutoff, BATCH)
         report.database_seconds += time.perf_counter() - started
         started = time.perf_counter()
-        for text, size in batch:
-            digest = Digest.parse(text)
-            if dry_run or store.reclaim(digest, lambda d=digest: unrecorded(d)):
-                report.blobs += 1
-                report.bytes += size
+        sizes = {Digest.parse(text): size for text, size in batch}
+        gone = list(sizes) if dry_run else store.reclaim(sizes, unrecorded)
+        report.blobs += len(gone)
+        report.bytes += sum(sizes[digest] for digest in gone)
         report.storage_seconds += time.perf_counter() - started
         if dry_run or len(batch) < BATCH:
             break
 
     started = time.perf_counter()
-    for digest in store.blob_files():
-        mtime = store.blob_mtime(digest)
-        if mtime is None or mtime >= cutoff or not unrecorded(digest):
-            continue
-        if dry_run or store.reclaim(digest, lambda d=digest: unrecorded(d)):
-            report.orphan_files += 1
+    strays = [
+        digest
+        for digest in store.blob_files()
+        if (mtime := store.blob_mtime(digest)) is not None and mtime < cutoff and unrecorded(digest)
+    ]
+    report.orphan_files = len(strays) if dry_run else len(store.reclaim(strays, unrecorded))
     report.storage_seconds += time.perf_counter() - started
     return report

@@ -14,7 +14,7 @@ import contextlib
 import fcntl
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -86,13 +86,20 @@ class FilesystemBlobStore:
         collection cannot unlink a file between a new upload's rename and its record."""
         return self._prefix_lock(digest, fcntl.LOCK_SH)
 
-    def reclaim(self, digest: Digest, unrecorded: Callable[[], bool]) -> bool:
-        """Unlink a blob's file if, with publishing locked out, `unrecorded()` still holds."""
-        with self._prefix_lock(digest, fcntl.LOCK_EX):
-            if not unrecorded():
-                return False
-            self.delete_blob(digest)
-            return True
+    def reclaim(self, digests: Iterable[Digest], unrecorded: Callable[[Digest], bool]) -> list[Digest]:
+        """Unlink the files of those blobs for which, with publishing locked out, `unrecorded`
+        still holds; returns them. One lock per digest-prefix directory, not per blob."""
+        by_prefix: dict[Path, list[Digest]] = {}
+        for digest in digests:
+            by_prefix.setdefault(self.blob_path(digest).parent, []).append(digest)
+        reclaimed = []
+        for group in by_prefix.values():
+            with self._prefix_lock(group[0], fcntl.LOCK_EX):
+                for digest in group:
+                    if unrecorded(digest):
+                        self.delete_blob(digest)
+                        reclaimed.append(digest)
+        return reclaimed
 
     def blob_mtime(self, digest: Digest) -> float | None:
         try:
