@@ -1112,26 +1112,27 @@ def single_post(bench: Bench, target: Target) -> bool:
     return target.single_post
 
 
-def scenario_monolithic(bench: Bench, target: Target) -> None:
-    blob, repo, mode = bench.blobs.monolithic, bench.repo("monolithic"), single_post(bench, target)
+def timed_upload(target: Target, repo: str, blob: Blob, figure: str, send: Callable[[Client], object]) -> None:
+    """Time one upload of `blob` through `send(client)`, check it landed, record MB/s."""
     client = target.client()
     try:
-        seconds = timed(lambda: upload(client, repo, blob.whole(), blob.digest, mode))
+        seconds = timed(lambda: send(client))
         check_stored(client, repo, blob)
     finally:
         client.close()
-    target.figures["upload_monolithic_MBps"] = blob.size / seconds / MB
+    target.figures[figure] = blob.size / seconds / MB
+
+
+def scenario_monolithic(bench: Bench, target: Target) -> None:
+    blob, repo, mode = bench.blobs.monolithic, bench.repo("monolithic"), single_post(bench, target)
+    timed_upload(
+        target, repo, blob, "upload_monolithic_MBps", lambda c: upload(c, repo, blob.whole(), blob.digest, mode)
+    )
 
 
 def scenario_chunked(bench: Bench, target: Target) -> None:
-    blob, repo = bench.blobs.chunked, bench.repo("chunked")
-    client = target.client()
-    try:
-        seconds = timed(lambda: upload_chunked(client, repo, blob, bench.settings.chunk_bytes))
-        check_stored(client, repo, blob)
-    finally:
-        client.close()
-    target.figures["upload_chunked_MBps"] = blob.size / seconds / MB
+    blob, repo, chunk = bench.blobs.chunked, bench.repo("chunked"), bench.settings.chunk_bytes
+    timed_upload(target, repo, blob, "upload_chunked_MBps", lambda c: upload_chunked(c, repo, blob, chunk))
 
 
 def scenario_download(bench: Bench, target: Target) -> None:

@@ -11,20 +11,20 @@ from tests.support.clients import ContainersTools, Dockerd
 from tests.support.servers import Cargohold, Distribution, ServerProcess
 
 
-@pytest.fixture(scope="session")
-def cargohold(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cargohold]:
-    server = Cargohold(tmp_path_factory.mktemp("cargohold"))
+def _serving(server: ServerProcess) -> Iterator[ServerProcess]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def cargohold(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cargohold]:
+    yield from _serving(Cargohold(tmp_path_factory.mktemp("cargohold")))
 
 
 @pytest.fixture(scope="session")
 def distribution(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Distribution]:
-    server = Distribution(tmp_path_factory.mktemp("distribution"))
-    server.start()
-    yield server
-    server.stop()
+    yield from _serving(Distribution(tmp_path_factory.mktemp("distribution")))
 
 
 @pytest.fixture(params=["cargohold", "distribution"])
