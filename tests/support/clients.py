@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -13,6 +14,7 @@ import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import IO
 
 import httpx
 import psutil
@@ -101,6 +103,8 @@ def repository(registry: ServerProcess, repo: str) -> str:
 # --- dockerd -------------------------------------------------------------------------------------------------------
 
 
+DOCKERD_LOCK = Path("/tmp/cargohold-dockerd.lock")
+
 # dockerd 20.10 and containerd 1.6 hard-code these (plugin specs, shim sockets); no flag moves them
 HARDCODED_RUN_DIRS = (
     Path("/run/docker/plugins"),
@@ -119,6 +123,7 @@ class Dockerd:
         self.socket = self.root / "d.sock"
         self.log = self.root / "dockerd.log"
         self.process: subprocess.Popen[bytes] | None = None
+        self._machine_lock: IO[str] | None = None
         self.preexisting = {path for path in HARDCODED_RUN_DIRS if path.exists()}
         self.env = {
             **os.environ,
@@ -129,6 +134,9 @@ class Dockerd:
         }
 
     def start(self) -> Dockerd:
+        # Two engines on one machine collide in the hard-coded run dirs; a second test run waits its turn
+        self._machine_lock = open(DOCKERD_LOCK, "w")  # noqa: SIM115 - held until stop()
+        fcntl.flock(self._machine_lock, fcntl.LOCK_EX)
         dockerd = require_tool("dockerd")
         self.docker = require_tool("docker")
         # dockerd starts these itself and only says so deep in its log when they are missing
@@ -193,6 +201,9 @@ class Dockerd:
             if path not in self.preexisting:
                 with contextlib.suppress(OSError):
                     path.rmdir()
+        if self._machine_lock is not None:
+            self._machine_lock.close()
+            self._machine_lock = None
 
 
 # --- skopeo and podman ---------------------------------------------------------------------------------------------
