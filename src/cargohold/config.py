@@ -52,6 +52,20 @@ class Config:
     retention_interval: float = 3600.0
     # Byte limits on unique stored blobs, per repository pattern or per namespace; see README.
     quotas: tuple[Quota, ...] = ()
+    # Access control. On by default: least privilege. Off means anyone who reaches the port may do anything.
+    auth: bool = True
+    # The `service` in challenges and the audience of tokens; the realm defaults to this server's /token.
+    auth_service: str = "cargohold"
+    auth_realm: str = ""
+    token_ttl: float = 300.0
+    refresh_token_ttl: float = 30 * 86400.0
+    # Failed logins allowed per user and address within the window before 429 (5x that per user or address).
+    auth_max_failures: int = 10
+    auth_failure_window: float = 300.0
+    # TLS: a certificate and key, or `tls_dev` for a local CA and certificate made under <data>/tls.
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_dev: bool = False
 
     @property
     def host(self) -> str:
@@ -213,6 +227,10 @@ def load_config(file: Path | None = None, environ: dict[str, str] | None = None,
         raise ConfigError(f"listen address {config.listen!r} must be HOST:PORT")
     if config.workers < 1:
         raise ConfigError("workers must be at least 1")
+    if bool(config.tls_cert) != bool(config.tls_key):
+        raise ConfigError("tls_cert and tls_key go together: give both, or neither")
+    if config.tls_dev and config.tls_cert:
+        raise ConfigError("tls_dev makes its own certificate; do not give tls_cert/tls_key with it")
     for rule in config.immutable_tags:
         if ":" not in rule:
             raise ConfigError(f"immutable_tags rule {rule!r} must be REPOSITORY_GLOB:TAG_GLOB, e.g. '*:v*'")

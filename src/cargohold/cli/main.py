@@ -48,13 +48,30 @@ def _stores(config: Config) -> tuple[SQLiteMetadataStore, FilesystemBlobStore]:
 @click.option("--listen", help="Address to listen on, HOST:PORT (default 127.0.0.1:5000).")
 @data_option
 @click.option("--workers", type=int, help="Worker processes (default 1).")
-def serve(config_file: Path | None, listen: str | None, data: Path | None, workers: int | None) -> None:
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), help="Serve HTTPS with this certificate.")
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), help="The certificate's private key.")
+@click.option("--tls-dev", is_flag=True, default=None, help="Serve HTTPS with a local CA made under <data>/tls.")
+def serve(
+    config_file: Path | None,
+    listen: str | None,
+    data: Path | None,
+    workers: int | None,
+    tls_cert: str | None,
+    tls_key: str | None,
+    tls_dev: bool | None,
+) -> None:
     """Run the registry with SQLite metadata and filesystem blobs under the data directory."""
     from ..server import serve as run_server
 
-    config = _config(config_file, listen=listen, data=data, workers=workers)
+    config = _config(
+        config_file, listen=listen, data=data, workers=workers, tls_cert=tls_cert, tls_key=tls_key, tls_dev=tls_dev
+    )
+    scheme = "https" if config.tls_cert or config.tls_dev else "http"
+    auth = "auth on" if config.auth else "AUTH OFF"
     click.echo(
-        f"cargohold {__version__}: registry on http://{config.listen}/v2/, data in {config.data.resolve()}", err=True
+        f"cargohold {__version__}: registry on {scheme}://{config.listen}/v2/ ({auth}), "
+        f"data in {config.data.resolve()}",
+        err=True,
     )
     run_server(config)
 
@@ -149,31 +166,12 @@ def retention(config_file: Path | None, data: Path | None, dry_run: bool) -> Non
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
 def usage(config_file: Path | None, data: Path | None, as_json: bool) -> None:
     """Bytes of unique stored blobs per repository and per quota'd namespace, with quotas."""
+    from ..lifecycle.usage import usage_report
     from ..oci.rules import format_bytes
 
     config = _config(config_file, data=data)
     meta, _ = _stores(config)
-    rows: list[dict[str, Any]] = []
-    for name in meta.all_repositories():
-        limits = [q.limit for q in config.quotas if q.scope(name) == ("repository", name)]
-        rows.append(
-            {
-                "scope": "repository",
-                "name": name,
-                "bytes": meta.usage("repository", name),
-                "quota": min(limits) if limits else None,
-            }
-        )
-    for quota in config.quotas:
-        if quota.namespace is not None:
-            rows.append(
-                {
-                    "scope": "namespace",
-                    "name": quota.namespace,
-                    "bytes": meta.usage("namespace", quota.namespace),
-                    "quota": quota.limit,
-                }
-            )
+    rows = usage_report(meta, config.quotas)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -194,6 +192,7 @@ def repo() -> None:
 @click.option("--force", is_flag=True, help="Delete even if immutability rules protect some of its tags.")
 def repo_rm(name: str, config_file: Path | None, data: Path | None, force: bool) -> None:
     """Delete repository NAME: its tags, manifests and upload sessions; blobs go at the next gc."""
+    from ..lifecycle.usage import delete_repository
     from ..oci.errors import RegistryError
     from ..oci.names import validate_name
     from ..oci.rules import parse_rules, protecting_rule
@@ -206,18 +205,21 @@ def repo_rm(name: str, config_file: Path | None, data: Path | None, force: bool)
     meta, store = _stores(config)
     immutable = protecting_rule(() if force else parse_rules(config.immutable_tags), name)
     try:
-        deleted = meta.delete_repository(name, immutable)
+        deleted = delete_repository(meta, store, name, immutable)
     except ImmutableTagError as err:
         raise click.ClickException(
             f"tag {err.tag} of {name} is immutable (rule {err.rule!r}); use --force to delete the repository anyway"
         ) from None
     if deleted is None:
         raise click.ClickException(f"no repository {name}")
-    tags, manifests, uploads = deleted
-    for upload_id in uploads:
-        store.delete_upload(upload_id)
-    click.echo(f"deleted {name}: {tags} tag(s), {manifests} manifest(s), {len(uploads)} upload session(s)")
+    click.echo(
+        f"deleted {name}: {deleted['tags']} tag(s), {deleted['manifests']} manifest(s), "
+        f"{deleted['uploads']} upload session(s)"
+    )
 
 
 def main() -> None:
+    from .auth_commands import register
+
+    register(cli)
     cli()

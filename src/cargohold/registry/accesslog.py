@@ -21,12 +21,15 @@ class AccessLog:
         self._stamp = ""
         self._pid = os.getpid()  # worker processes share the log; the pid says which served
 
-    def write(self, client: str, method: str, path: str, status: int, sent: int, seconds: float) -> None:
+    def write(self, client: str, actor: str, method: str, path: str, status: int, sent: int, seconds: float) -> None:
         now = time.time()
         second = int(now)
         if second != self._second:
             self._second = second
             self._stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
         path = path.translate(_ESCAPE_CONTROLS)
-        line = f'{self._stamp} access[{self._pid}] {client} "{method} {path}" {status} {sent} {seconds * 1000:.1f}ms\n'
+        line = (
+            f'{self._stamp} access[{self._pid}] {client} {actor} "{method} {path}" {status} {sent} '
+            f"{seconds * 1000:.1f}ms\n"
+        )
         os.write(self._fd, line.encode("utf-8", "backslashreplace"))

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import sqlite3
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+from ..auth.service import Authority, AuthSettings, Context
 from ..config import Config, load_config
 from ..lifecycle.gc import collect_garbage
 from ..lifecycle.retention import apply_retention
@@ -18,7 +20,8 @@ from ..oci.names import validate_name
 from ..oci.rules import parse_rules, protecting_rule
 from ..storage.blobstore import FilesystemBlobStore, StorageFullError
 from ..storage.metadata import ImmutableRule, SQLiteMetadataStore
-from . import blobs, manifests, uploads
+from . import admin_api, blobs, manifests, token_endpoint, uploads
+from .access import OPEN, Gate, client_address
 from .accesslog import AccessLog
 from .bodysink import WriteBudget
 from .http import ClientDisconnected, Receive, Request, Responder, Scope, Send
@@ -44,6 +47,16 @@ class Registry:
         self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="upload")
         self.write_budget = WriteBudget(WRITE_BUDGET_BYTES)
         self.immutable_tags = parse_rules(config.immutable_tags)
+        self.authority = Authority.open(config.data, auth_settings(config))
+        self.gate = Gate(self.authority, config.auth_realm or None) if config.auth else None
+
+    def audit(self, request: Request, action: str, target: str, detail: str = "") -> None:
+        """Record a change a request made (push, delete, tag move) in the audit trail."""
+        actor = request.caller.name if request.caller is not OPEN else "anonymous"
+        self.authority.audit(Context(actor, client_address(request), request.request_id), action, target, "ok", detail)
+
+    def may(self, request: Request, repository: str, action: str) -> bool:
+        return self.gate is None or request.caller.may(repository, action)
 
     def immutable_rule(self, repository: str) -> ImmutableRule:
         return protecting_rule(self.immutable_tags, repository)
@@ -56,7 +69,9 @@ class Registry:
             return
         started = time.perf_counter()
         request = Request(scope, receive)
-        res = Responder(send)
+        request.request_id = request_id(request.headers.get("x-request-id"))
+        request.caller = OPEN
+        res = Responder(send, request.request_id)
         try:
             await self._dispatch(request, res)
         except RegistryError as err:
@@ -79,7 +94,13 @@ class Registry:
         if self.access_log is not None:
             client = scope.get("client") or ("-", 0)
             self.access_log.write(
-                client[0], request.method, request.path, res.status, res.sent_bytes, time.perf_counter() - started
+                client[0],
+                request.caller.name,
+                request.method,
+                request.path,
+                res.status,
+                res.sent_bytes,
+                time.perf_counter() - started,
             )
 
     async def _refuse(self, request: Request, res: Responder, err: RegistryError) -> None:
@@ -103,6 +124,7 @@ class Registry:
                     job.cancel()
                 self.pool.shutdown(wait=True)
                 self.meta.close()
+                self.authority.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -142,7 +164,15 @@ class Registry:
     async def _dispatch(self, request: Request, res: Responder) -> None:
         route = match(request.path)
         if route is None:
+            if request.path == "/token" and self.gate is not None:
+                await token_endpoint.serve(self, request, res)
+                return
+            if request.path.startswith("/api/"):
+                await admin_api.serve(self, request, res)
+                return
             raise RegistryError(ErrorCode.NOT_FOUND, f"no such endpoint: {request.path[:200]}")
+        if self.gate is not None:
+            request.caller = self.gate.admit(request, route)
         method = request.method
         if route.endpoint == "base":
             self._allow(method, "GET", "HEAD")
@@ -205,6 +235,24 @@ class Registry:
                 f"method {method} is not allowed here; use {', '.join(allowed)}",
                 headers={"allow": ", ".join(allowed)},
             )
+
+
+def auth_settings(config: Config) -> AuthSettings:
+    return AuthSettings(
+        service=config.auth_service,
+        issuer=config.auth_service,
+        token_ttl=config.token_ttl,
+        refresh_ttl=config.refresh_token_ttl,
+        max_failures=config.auth_max_failures,
+        failure_window=config.auth_failure_window,
+    )
+
+
+def request_id(offered: str | None) -> str:
+    """A proxy's request id when it is a plain token (it goes into logs), otherwise a new one."""
+    if offered and len(offered) <= 64 and offered.replace("-", "").isalnum() and offered.isascii():
+        return offered
+    return secrets.token_hex(8)
 
 
 def create_app() -> Registry:

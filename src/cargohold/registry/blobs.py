@@ -78,4 +78,5 @@ async def delete(registry: Registry, request: Request, res: Responder, name: str
     digest = Digest.parse(reference)
     if not registry.meta.unlink_blob(name, str(digest)):
         raise RegistryError(ErrorCode.BLOB_UNKNOWN, f"blob {digest} is not in {name}")
+    registry.audit(request, "blob.delete", f"{name}@{digest}")
     await res.empty(202, {"docker-content-digest": str(digest)})

@@ -28,10 +28,12 @@ class ClientDisconnected(Exception):
 
 
 class Request:
-    __slots__ = ("_query", "headers", "method", "path", "receive", "scope")
+    __slots__ = ("_query", "caller", "headers", "method", "path", "receive", "request_id", "scope")
 
     def __init__(self, scope: Scope, receive: Receive) -> None:
         self.scope = scope
+        self.caller: Any = None  # set by the access gate: who made the request
+        self.request_id = ""
         self.receive = receive
         self.method: str = scope["method"]
         self.path: str = scope["path"]
@@ -92,9 +94,9 @@ class Request:
         return b"".join(parts)
 
 
-def _encode_headers(headers: dict[str, str] | None) -> list[tuple[bytes, bytes]]:
+def _encode_headers(headers: dict[str, str] | None, request_id: bytes) -> list[tuple[bytes, bytes]]:
     # Header names are written in lowercase throughout the registry, so they need no folding.
-    encoded = [API_VERSION]
+    encoded = [API_VERSION, (b"x-request-id", request_id)]
     if headers:
         encoded += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
     return encoded
@@ -103,16 +105,19 @@ def _encode_headers(headers: dict[str, str] | None) -> list[tuple[bytes, bytes]]
 class Responder:
     """Sends one response and remembers its status and size for the access log."""
 
-    __slots__ = ("_send", "sent_bytes", "status")
+    __slots__ = ("_send", "request_id", "sent_bytes", "status")
 
-    def __init__(self, send: Send) -> None:
+    def __init__(self, send: Send, request_id: str) -> None:
         self._send = send
+        self.request_id = request_id.encode()
         self.status = 0
         self.sent_bytes = 0
 
     async def start(self, status: int, headers: dict[str, str] | None = None) -> None:
         self.status = status
-        await self._send({"type": "http.response.start", "status": status, "headers": _encode_headers(headers)})
+        await self._send(
+            {"type": "http.response.start", "status": status, "headers": _encode_headers(headers, self.request_id)}
+        )
 
     async def body(self, data: bytes, more: bool = False) -> None:
         self.sent_bytes += len(data)

@@ -239,6 +239,8 @@ async def start(registry: Registry, request: Request, res: Responder, name: str)
             validate_name(source)
         except RegistryError:
             source = None
+        if source and not registry.may(request, source, "pull"):
+            source = None  # as the spec says for a mount that cannot be done: a normal upload instead
         try:
             size = registry.meta.mount_blob(name, str(digest), source, registry.config.quotas) if source else None
         except QuotaExceededError as err:

@@ -379,8 +379,9 @@ class SQLiteMetadataStore:
         tag: str | None,
         immutable: ImmutableRule | None = None,
         quotas: tuple[Quota, ...] = (),
-    ) -> None:
+    ) -> str | None:
         """Store a manifest (and move `tag` to it) if everything it references is in `repo`.
+        Returns the digest the tag pointed to before, when it moved.
 
         The reference check and the insert share one write transaction, so a concurrent
         delete cannot slip between them.
@@ -421,17 +422,16 @@ class SQLiteMetadataStore:
             db.executemany("INSERT OR IGNORE INTO manifest_ref(repo, manifest, child, kind) VALUES (?, ?, ?, ?)", refs)
             touched = {d for d, _ in record.blobs}
             db.executemany("UPDATE blob SET last_touched = ? WHERE digest = ?", [(now, d) for d in touched])
-            if tag is not None:
-                self._move_tag(db, repo, tag, record.digest, now, immutable)
+            return self._move_tag(db, repo, tag, record.digest, now, immutable) if tag is not None else None
 
     @staticmethod
     def _move_tag(
         db: sqlite3.Connection, repo: str, tag: str, digest: str, now: float, immutable: ImmutableRule | None
-    ) -> None:
+    ) -> str | None:
         row = db.execute("SELECT digest FROM tag WHERE repo = ? AND name = ?", (repo, tag)).fetchone()
         old = row[0] if row else None
         if old == digest:
-            return
+            return None
         if old is not None and immutable is not None and (rule := immutable(tag)):
             raise ImmutableTagError(tag, rule)
         db.execute(
@@ -443,6 +443,7 @@ class SQLiteMetadataStore:
             "INSERT INTO tag_event(repo, name, old_digest, new_digest, at) VALUES (?, ?, ?, ?, ?)",
             (repo, tag, old, digest, now),
         )
+        return old
 
     def manifest_by_digest(self, repo: str, digest: str) -> StoredManifest | None:
         row = self._db.execute(

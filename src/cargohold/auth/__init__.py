@@ -1,0 +1,1 @@
+"""Who may do what: principals, policies, credentials, signed tokens and the audit trail."""

@@ -1,0 +1,453 @@
+"""Principals, groups, policies, credentials, audit events and login failures, in SQLite.
+
+The tables live in the registry's metadata database (one file to back up) but this store
+has its own connection: auth writes never wait inside a push's transaction.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from .scopes import Grant
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS principal (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    kind TEXT NOT NULL CHECK (kind IN ('user', 'robot')),
+    password_hash TEXT,
+    admin INTEGER NOT NULL DEFAULT 0,
+    description TEXT NOT NULL DEFAULT '',
+    created REAL NOT NULL,
+    expires REAL
+);
+CREATE TABLE IF NOT EXISTS group_member (
+    group_name TEXT NOT NULL,
+    principal_id INTEGER NOT NULL REFERENCES principal(id) ON DELETE CASCADE,
+    PRIMARY KEY (group_name, principal_id)
+);
+-- subject: user:NAME, robot:NAME, group:NAME, authenticated, anonymous
+CREATE TABLE IF NOT EXISTS policy (
+    id INTEGER PRIMARY KEY,
+    subject TEXT NOT NULL,
+    pattern TEXT NOT NULL,
+    actions TEXT NOT NULL,
+    created REAL NOT NULL,
+    UNIQUE (subject, pattern)
+);
+-- robot secrets, personal access tokens and refresh tokens; only a SHA-256 of each secret
+CREATE TABLE IF NOT EXISTS credential (
+    id INTEGER PRIMARY KEY,
+    principal_id INTEGER NOT NULL REFERENCES principal(id) ON DELETE CASCADE,
+    kind TEXT NOT NULL CHECK (kind IN ('robot', 'token', 'refresh')),
+    name TEXT NOT NULL,
+    secret_digest TEXT NOT NULL UNIQUE,
+    grants TEXT,
+    created REAL NOT NULL,
+    expires REAL,
+    revoked REAL,
+    last_used REAL
+);
+CREATE TABLE IF NOT EXISTS audit_event (
+    id INTEGER PRIMARY KEY,
+    at REAL NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    address TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    detail TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS audit_event_at ON audit_event(at);
+CREATE TABLE IF NOT EXISTS login_failure (
+    key TEXT PRIMARY KEY,
+    window_start REAL NOT NULL,
+    count INTEGER NOT NULL
+);
+"""
+
+_PRINCIPAL_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+ANONYMOUS = "anonymous"
+AUTHENTICATED = "authenticated"
+
+
+class AuthStoreError(ValueError):
+    """A request the store refuses, said so a person can fix it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    id: int
+    name: str
+    kind: str
+    admin: bool
+    groups: tuple[str, ...]
+    expires: float | None
+    created: float
+    description: str = ""
+
+    @property
+    def subject(self) -> str:
+        return f"{self.kind}:{self.name}"
+
+    def expired(self, now: float | None = None) -> bool:
+        return self.expires is not None and self.expires <= (now or time.time())
+
+
+@dataclass(frozen=True, slots=True)
+class Credential:
+    id: int
+    principal: str
+    kind: str
+    name: str
+    grants: tuple[Grant, ...] | None
+    created: float
+    expires: float | None
+    revoked: float | None
+    last_used: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    id: int
+    subject: str
+    grant: Grant
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEvent:
+    at: float
+    actor: str
+    action: str
+    target: str
+    outcome: str
+    address: str = ""
+    request_id: str = ""
+    detail: str = ""
+
+
+def validate_principal_name(name: str) -> str:
+    if not _PRINCIPAL_NAME.match(name) or name in (ANONYMOUS, AUTHENTICATED):
+        raise AuthStoreError(
+            f"{name[:80]!r} is not a usable name: lowercase letters, digits, '.', '_' or '-', at most 64"
+            " characters, not 'anonymous' or 'authenticated'"
+        )
+    return name
+
+
+def validate_subject(subject: str) -> str:
+    if subject in (ANONYMOUS, AUTHENTICATED):
+        return subject
+    kind, _, name = subject.partition(":")
+    if kind not in ("user", "robot", "group"):
+        raise AuthStoreError(
+            f"policy subject {subject[:80]!r} must be user:NAME, robot:NAME, group:NAME, {ANONYMOUS} or {AUTHENTICATED}"
+        )
+    validate_principal_name(name)
+    return subject
+
+
+def _grants_json(grants: tuple[Grant, ...] | None) -> str | None:
+    return None if grants is None else json.dumps([str(g) for g in grants])
+
+
+def _grants_from(text: str | None) -> tuple[Grant, ...] | None:
+    return None if text is None else tuple(Grant.parse(g) for g in json.loads(text))
+
+
+class AuthStore:
+    def __init__(self, path: Path) -> None:
+        self._db = sqlite3.connect(path, isolation_level=None, timeout=30, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    # --- principals ------------------------------------------------------------------------------------------------
+
+    def add_principal(
+        self,
+        name: str,
+        kind: str,
+        *,
+        password_hash: str | None = None,
+        admin: bool = False,
+        groups: tuple[str, ...] = (),
+        expires: float | None = None,
+        description: str = "",
+    ) -> Principal:
+        validate_principal_name(name)
+        for group in groups:
+            validate_principal_name(group)
+        with self._tx() as db:
+            if db.execute("SELECT 1 FROM principal WHERE name = ?", (name,)).fetchone():
+                raise AuthStoreError(f"a user or robot named {name!r} already exists")
+            cursor = db.execute(
+                "INSERT INTO principal(name, kind, password_hash, admin, description, created, expires) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (name, kind, password_hash, int(admin), description, time.time(), expires),
+            )
+            db.executemany(
+                "INSERT INTO group_member(group_name, principal_id) VALUES (?, ?)",
+                [(g, cursor.lastrowid) for g in sorted(set(groups))],
+            )
+        principal = self.principal(name)
+        assert principal is not None
+        return principal
+
+    def _principal_from(self, row: tuple) -> Principal:
+        groups = tuple(
+            g
+            for (g,) in self._db.execute(
+                "SELECT group_name FROM group_member WHERE principal_id = ? ORDER BY 1", (row[0],)
+            )
+        )
+        return Principal(row[0], row[1], row[2], bool(row[3]), groups, row[4], row[5], row[6])
+
+    _PRINCIPAL_COLUMNS = "id, name, kind, admin, expires, created, description"
+
+    def principal(self, name: str, kind: str | None = None) -> Principal | None:
+        row = self._db.execute(f"SELECT {self._PRINCIPAL_COLUMNS} FROM principal WHERE name = ?", (name,)).fetchone()
+        if row is None or (kind is not None and row[2] != kind):
+            return None
+        return self._principal_from(row)
+
+    def principals(self, kind: str | None = None) -> list[Principal]:
+        rows = self._db.execute(
+            f"SELECT {self._PRINCIPAL_COLUMNS} FROM principal WHERE ?1 IS NULL OR kind = ?1 ORDER BY name", (kind,)
+        ).fetchall()
+        return [self._principal_from(row) for row in rows]
+
+    def password_hash(self, name: str) -> tuple[Principal, str] | None:
+        row = self._db.execute(
+            "SELECT password_hash FROM principal WHERE name = ? AND kind = 'user'", (name,)
+        ).fetchone()
+        principal = self.principal(name, "user")
+        if row is None or row[0] is None or principal is None:
+            return None
+        return principal, row[0]
+
+    def set_password(self, name: str, password_hash: str) -> None:
+        with self._tx() as db:
+            if (
+                db.execute(
+                    "UPDATE principal SET password_hash = ? WHERE name = ? AND kind = 'user'", (password_hash, name)
+                ).rowcount
+                == 0
+            ):
+                raise AuthStoreError(f"there is no user named {name!r}")
+
+    def set_admin(self, name: str, admin: bool) -> None:
+        with self._tx() as db:
+            if (
+                db.execute(
+                    "UPDATE principal SET admin = ? WHERE name = ? AND kind = 'user'", (int(admin), name)
+                ).rowcount
+                == 0
+            ):
+                raise AuthStoreError(f"there is no user named {name!r}")
+
+    def remove_principal(self, name: str, kind: str) -> None:
+        with self._tx() as db:
+            if db.execute("DELETE FROM principal WHERE name = ? AND kind = ?", (name, kind)).rowcount == 0:
+                raise AuthStoreError(f"there is no {kind} named {name!r}")
+            db.execute("DELETE FROM policy WHERE subject = ?", (f"{kind}:{name}",))
+
+    def count_principals(self) -> int:
+        return self._db.execute("SELECT count(*) FROM principal").fetchone()[0]
+
+    # --- policies --------------------------------------------------------------------------------------------------
+
+    def add_policy(self, subject: str, grant: Grant) -> Policy:
+        validate_subject(subject)
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO policy(subject, pattern, actions, created) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(subject, pattern) DO UPDATE SET actions = excluded.actions",
+                (subject, grant.pattern, ",".join(sorted(grant.actions)), time.time()),
+            )
+            row = db.execute(
+                "SELECT id FROM policy WHERE subject = ? AND pattern = ?", (subject, grant.pattern)
+            ).fetchone()
+        return Policy(row[0], subject, grant)
+
+    def remove_policy(self, policy_id: int) -> None:
+        with self._tx() as db:
+            if db.execute("DELETE FROM policy WHERE id = ?", (policy_id,)).rowcount == 0:
+                raise AuthStoreError(f"there is no policy {policy_id}")
+
+    def policies(self, subject: str | None = None) -> list[Policy]:
+        rows = self._db.execute(
+            "SELECT id, subject, pattern, actions FROM policy WHERE ?1 IS NULL OR subject = ?1 "
+            "ORDER BY subject, pattern",
+            (subject,),
+        )
+        return [Policy(i, s, Grant(p, frozenset(a.split(",")))) for i, s, p, a in rows]
+
+    def grants_for(self, principal: Principal | None) -> tuple[Grant, ...]:
+        """Everything the policies allow this principal (None = anonymous). Robots get only their own."""
+        if principal is None:
+            subjects = [ANONYMOUS]
+        elif principal.kind == "robot":
+            subjects = [principal.subject]
+        else:
+            subjects = [ANONYMOUS, AUTHENTICATED, principal.subject, *(f"group:{g}" for g in principal.groups)]
+        marks = ",".join("?" * len(subjects))
+        rows = self._db.execute(f"SELECT pattern, actions FROM policy WHERE subject IN ({marks})", subjects)
+        return tuple(Grant(p, frozenset(a.split(","))) for p, a in rows)
+
+    # --- credentials -----------------------------------------------------------------------------------------------
+
+    def add_credential(
+        self,
+        principal: Principal,
+        kind: str,
+        name: str,
+        secret_digest: str,
+        *,
+        grants: tuple[Grant, ...] | None = None,
+        expires: float | None = None,
+    ) -> int:
+        with self._tx() as db:
+            cursor = db.execute(
+                "INSERT INTO credential(principal_id, kind, name, secret_digest, grants, created, expires) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (principal.id, kind, name, secret_digest, _grants_json(grants), time.time(), expires),
+            )
+        assert cursor.lastrowid is not None
+        return cursor.lastrowid
+
+    def find_credential(self, secret_digest: str) -> tuple[Principal, Credential] | None:
+        """The live credential with this secret digest, and its principal; None when revoked or expired."""
+        row = self._db.execute(
+            "SELECT c.id, p.name, c.kind, c.name, c.grants, c.created, c.expires, c.revoked, c.last_used "
+            "FROM credential c JOIN principal p ON p.id = c.principal_id WHERE c.secret_digest = ?",
+            (secret_digest,),
+        ).fetchone()
+        if row is None:
+            return None
+        credential = Credential(row[0], row[1], row[2], row[3], _grants_from(row[4]), *row[5:])
+        principal = self.principal(credential.principal)
+        now = time.time()
+        if principal is None or principal.expired(now) or credential.revoked is not None:
+            return None
+        if credential.expires is not None and credential.expires <= now:
+            return None
+        if credential.last_used is None or credential.last_used < now - 60:  # at most one write a minute
+            with self._tx() as db:
+                db.execute("UPDATE credential SET last_used = ? WHERE id = ?", (now, credential.id))
+        return principal, credential
+
+    def credentials(
+        self, principal: str | None = None, kinds: tuple[str, ...] = ("robot", "token")
+    ) -> list[Credential]:
+        marks = ",".join("?" * len(kinds))
+        rows = self._db.execute(
+            "SELECT c.id, p.name, c.kind, c.name, c.grants, c.created, c.expires, c.revoked, c.last_used "
+            f"FROM credential c JOIN principal p ON p.id = c.principal_id WHERE c.kind IN ({marks}) "
+            "AND (? IS NULL OR p.name = ?) ORDER BY c.id",
+            (*kinds, principal, principal),
+        )
+        return [Credential(r[0], r[1], r[2], r[3], _grants_from(r[4]), *r[5:]) for r in rows]
+
+    def revoke_credential(self, credential_id: int, owner: str | None = None) -> Credential:
+        now = time.time()
+        with self._tx() as db:
+            updated = db.execute(
+                "UPDATE credential SET revoked = ? WHERE id = ? AND revoked IS NULL "
+                "AND (? IS NULL OR principal_id = (SELECT id FROM principal WHERE name = ?))",
+                (now, credential_id, owner, owner),
+            ).rowcount
+        if not updated:
+            raise AuthStoreError(f"there is no live credential {credential_id}" + (f" of {owner}" if owner else ""))
+        return next(c for c in self.credentials(owner, ("robot", "token", "refresh")) if c.id == credential_id)
+
+    def revoke_credentials_of(self, principal: Principal, kinds: tuple[str, ...]) -> int:
+        marks = ",".join("?" * len(kinds))
+        with self._tx() as db:
+            return db.execute(
+                f"UPDATE credential SET revoked = ? WHERE principal_id = ? AND revoked IS NULL AND kind IN ({marks})",
+                (time.time(), principal.id, *kinds),
+            ).rowcount
+
+    # --- audit -----------------------------------------------------------------------------------------------------
+
+    def record(self, event: AuditEvent) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO audit_event(at, actor, action, target, outcome, address, request_id, detail) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    event.at,
+                    event.actor,
+                    event.action,
+                    event.target,
+                    event.outcome,
+                    event.address,
+                    event.request_id,
+                    event.detail,
+                ),
+            )
+
+    def events(
+        self,
+        *,
+        since: float | None = None,
+        actor: str | None = None,
+        action: str | None = None,
+        target: str | None = None,
+        limit: int = 100,
+    ) -> list[AuditEvent]:
+        """Newest first; `action` and `target` match as prefixes (`manifest.` finds every manifest event)."""
+        rows = self._db.execute(
+            "SELECT at, actor, action, target, outcome, address, request_id, detail FROM audit_event "
+            "WHERE at >= ? AND (? IS NULL OR actor = ?) AND (? IS NULL OR substr(action, 1, length(?)) = ?) "
+            "AND (? IS NULL OR substr(target, 1, length(?)) = ?) ORDER BY id DESC LIMIT ?",
+            (since or 0, actor, actor, action, action, action, target, target, target, limit),
+        )
+        return [AuditEvent(*row) for row in rows]
+
+    # --- login failures --------------------------------------------------------------------------------------------
+
+    def retry_after(self, keys: list[str], limit: int, window: float) -> float:
+        """Seconds until a login may be tried again, 0 when none of `keys` is over `limit` failures."""
+        now = time.time()
+        wait = 0.0
+        for key in keys:
+            row = self._db.execute("SELECT window_start, count FROM login_failure WHERE key = ?", (key,)).fetchone()
+            if row and row[1] >= limit and row[0] + window > now:
+                wait = max(wait, row[0] + window - now)
+        return wait
+
+    def note_failure(self, keys: list[str], window: float) -> None:
+        now = time.time()
+        with self._tx() as db:
+            for key in keys:
+                db.execute(
+                    "INSERT INTO login_failure(key, window_start, count) VALUES (?, ?, 1) "
+                    "ON CONFLICT(key) DO UPDATE SET "
+                    "count = CASE WHEN window_start + ? > ? THEN count + 1 ELSE 1 END, "
+                    "window_start = CASE WHEN window_start + ? > ? THEN window_start ELSE ? END",
+                    (key, now, window, now, window, now, now),
+                )

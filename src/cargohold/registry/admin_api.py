@@ -1,0 +1,272 @@
+"""`/api/v1/...`: the management API, for administrators only.
+
+Users, robots, personal access tokens, policies, the audit trail, storage usage and repository
+deletion: the same operations as the CLI, through the same library calls, so both are audited
+alike. Credentials: basic auth, or a bearer token holding `registry:admin:*`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from ..auth.scopes import ADMIN, Grant, ScopeError
+from ..auth.service import Context
+from ..auth.store import AuthStoreError, Credential, Principal
+from ..config import parse_duration
+from ..lifecycle.usage import delete_repository, usage_report
+from ..oci.errors import ErrorCode, RegistryError
+from ..oci.names import validate_name
+from ..storage.metadata import ImmutableTagError
+from .access import client_address
+from .http import Request, Responder
+
+if TYPE_CHECKING:
+    from .app import Registry
+
+BODY_LIMIT = 64 * 1024
+Handler = Callable[["Registry", Request, Context, dict[str, str]], Awaitable[tuple[int, Any]]]
+_ROUTES: list[tuple[str, re.Pattern[str], Handler]] = []
+
+
+def route(method: str, pattern: str) -> Callable[[Handler], Handler]:
+    def register(handler: Handler) -> Handler:
+        _ROUTES.append((method, re.compile(f"^/api/v1{pattern}$"), handler))
+        return handler
+
+    return register
+
+
+async def serve(registry: Registry, request: Request, res: Responder) -> None:
+    methods = []
+    for method, pattern, handler in _ROUTES:
+        found = pattern.match(request.path)
+        if found is None:
+            continue
+        methods.append(method)
+        if method != request.method:
+            continue
+        ctx = _admit(registry, request)
+        try:
+            status, document = await handler(registry, request, ctx, found.groupdict())
+        except (AuthStoreError, ScopeError, ValueError) as err:
+            raise RegistryError(ErrorCode.UNSUPPORTED, str(err), status=400) from None
+        await res.json(status, document)
+        return
+    if methods:
+        raise RegistryError(
+            ErrorCode.UNSUPPORTED, f"use {', '.join(methods)} here", headers={"allow": ", ".join(methods)}
+        )
+    raise RegistryError(ErrorCode.NOT_FOUND, f"no such endpoint: {request.path[:200]}")
+
+
+def _admit(registry: Registry, request: Request) -> Context:
+    gate = registry.gate
+    if gate is None:  # auth is off: the operator chose to trust everyone who reaches the port
+        return Context("anonymous", client_address(request), request.request_id)
+    caller = gate.caller(request)
+    request.caller = caller
+    allowed = (
+        caller.token.allows(*ADMIN, "*") if caller.token else caller.identity is not None and caller.identity.admin
+    )
+    if not allowed:
+        if caller.anonymous:
+            raise RegistryError(ErrorCode.UNAUTHORIZED, headers=gate.challenge(request, "registry:admin:*"))
+        gate.audit(request, caller.name, "access.admin", request.path[:200], "denied")
+        raise RegistryError(ErrorCode.DENIED, f"{caller.name} is not an administrator")
+    return Context(caller.name, client_address(request), request.request_id)
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    try:
+        document = json.loads(await request.read_body(BODY_LIMIT) or b"{}")
+    except ValueError:
+        raise RegistryError(ErrorCode.UNSUPPORTED, "the request body must be a JSON object", status=400) from None
+    if not isinstance(document, dict):
+        raise RegistryError(ErrorCode.UNSUPPORTED, "the request body must be a JSON object", status=400)
+    return document
+
+
+def _expiry(value: Any) -> float | None:
+    return None if value in (None, "", "never") else time.time() + parse_duration(value)
+
+
+def _grants(values: Any) -> tuple[Grant, ...]:
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        raise ValueError("scopes must be a list of strings such as 'repository:team/*:pull,push'")
+    return tuple(Grant.parse(v) for v in values)
+
+
+def principal_json(principal: Principal, registry: Registry) -> dict[str, Any]:
+    grants = [str(p.grant) for p in registry.authority.store.policies(principal.subject)]
+    return {
+        "name": principal.name,
+        "kind": principal.kind,
+        "admin": principal.admin,
+        "groups": list(principal.groups),
+        "created": principal.created,
+        "expires": principal.expires,
+        "description": principal.description,
+        "scopes": grants,
+    }
+
+
+def credential_json(credential: Credential) -> dict[str, Any]:
+    return {
+        "id": credential.id,
+        "owner": credential.principal,
+        "kind": credential.kind,
+        "name": credential.name,
+        "scopes": None if credential.grants is None else [str(g) for g in credential.grants],
+        "created": credential.created,
+        "expires": credential.expires,
+        "revoked": credential.revoked,
+        "last_used": credential.last_used,
+    }
+
+
+@route("GET", "/users")
+async def list_users(registry: Registry, request: Request, ctx: Context, _: dict[str, str]) -> tuple[int, Any]:
+    return 200, [principal_json(p, registry) for p in registry.authority.store.principals("user")]
+
+
+@route("POST", "/users")
+async def add_user(registry: Registry, request: Request, ctx: Context, _: dict[str, str]) -> tuple[int, Any]:
+    body = await _body(request)
+    groups = body.get("groups") or []
+    if not isinstance(body.get("name"), str) or not isinstance(body.get("password"), str):
+        raise ValueError("give name and password")
+    if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
+        raise ValueError("groups must be a list of names")
+    principal = registry.authority.add_user(
+        ctx, body["name"], body["password"], admin=bool(body.get("admin")), groups=tuple(groups)
+    )
+    return 201, principal_json(principal, registry)
+
+
+@route("PUT", "/users/(?P<name>[^/]+)/password")
+async def set_password(registry: Registry, request: Request, ctx: Context, args: dict[str, str]) -> tuple[int, Any]:
+    body = await _body(request)
+    if not isinstance(body.get("password"), str):
+        raise ValueError("give password")
+    registry.authority.set_password(ctx, args["name"], body["password"])
+    return 200, {"name": args["name"]}
+
+
+@route("DELETE", "/users/(?P<name>[^/]+)")
+async def remove_user(registry: Registry, request: Request, ctx: Context, args: dict[str, str]) -> tuple[int, Any]:
+    registry.authority.remove_principal(ctx, args["name"], "user")
+    return 200, {"deleted": args["name"]}
+
+
+@route("GET", "/robots")
+async def list_robots(registry: Registry, request: Request, ctx: Context, _: dict[str, str]) -> tuple[int, Any]:
+    return 200, [principal_json(p, registry) for p in registry.authority.store.principals("robot")]
+
+
+@route("POST", "/robots")
+async def create_robot(registry: Registry, request: Request, ctx: Context, _: dict[str, str]) -> tuple[int, Any]:
+    body = await _body(request)
+    if not isinstance(body.get("name"), str):
+        raise ValueError("give name")
+    principal, secret = registry.authority.create_robot(
+        ctx, body["name"], _grants(body.get("scopes")), _expiry(body.get("expires")), str(body.get("description", ""))
+    )
+    return 201, {**principal_json(principal, registry), "secret": secret}
+
+
+@route("DELETE", "/robots/(?P<name>[^/]+)")
+async def remove_robot(registry: Registry, request: Request, ctx: Context, args: dict[str, str]) -> tuple[int, Any]:
+    registry.authority.remove_principal(ctx, args["name"], "robot")
+    return 200, {"deleted": args["name"]}
+
+
+@route("GET", "/tokens")
+async def list_tokens(registry: Registry, request: Request, ctx: Context, _: dict[str, str]) -> tuple[int, Any]:
+    return 200, [credential_json(c) for c in registry.authority.store.credentials(request.query("user"))]
+
+
+@route("POST", "/tokens")
+async def create_token(registry: Registry, request: Request, ctx: Context, _: dict[str, str]) -> tuple[int, Any]:
+    body = await _body(request)
+    if not isinstance(body.get("user"), str) or not isinstance(body.get("name"), str):
+        raise ValueError("give user and name")
+    scopes = body.get("scopes")
+    secret = registry.authority.create_token(
+        ctx, body["user"], body["name"], _expiry(body.get("expires")), None if scopes is None else _grants(scopes)
+    )
+    return 201, {"user": body["user"], "name": body["name"], "secret": secret}
+
+
+@route("DELETE", "/tokens/(?P<id>[0-9]{1,18})")
+async def revoke_token(registry: Registry, request: Request, ctx: Context, args: dict[str, str]) -> tuple[int, Any]:
+    registry.authority.revoke(ctx, int(args["id"]))
+    return 200, {"revoked": int(args["id"])}
+
+
+@route("GET", "/policies")
+async def list_policies(registry: Registry, request: Request, ctx: Context, _: dict[str, str]) -> tuple[int, Any]:
+    policies = registry.authority.store.policies()
+    return 200, [{"id": p.id, "subject": p.subject, "scope": str(p.grant)} for p in policies]
+
+
+@route("POST", "/policies")
+async def add_policy(registry: Registry, request: Request, ctx: Context, _: dict[str, str]) -> tuple[int, Any]:
+    body = await _body(request)
+    if not isinstance(body.get("subject"), str) or not isinstance(body.get("scope"), str):
+        raise ValueError("give subject (user:NAME, group:NAME, robot:NAME, anonymous, authenticated) and scope")
+    registry.authority.add_policy(ctx, body["subject"], Grant.parse(body["scope"]))
+    return 201, {"subject": body["subject"], "scope": body["scope"]}
+
+
+@route("DELETE", "/policies/(?P<id>[0-9]{1,18})")
+async def remove_policy(registry: Registry, request: Request, ctx: Context, args: dict[str, str]) -> tuple[int, Any]:
+    registry.authority.remove_policy(ctx, int(args["id"]))
+    return 200, {"deleted": int(args["id"])}
+
+
+@route("GET", "/audit")
+async def audit(registry: Registry, request: Request, ctx: Context, _: dict[str, str]) -> tuple[int, Any]:
+    since = request.query("since")
+    limit = request.query("limit") or "100"
+    if not limit.isdigit() or not 0 < int(limit) <= 10_000:
+        raise ValueError("limit must be a number from 1 to 10000")
+    events = registry.authority.store.events(
+        since=time.time() - parse_duration(since) if since else None,
+        actor=request.query("actor"),
+        action=request.query("action"),
+        target=request.query("target"),
+        limit=int(limit),
+    )
+    return 200, [dataclasses.asdict(event) for event in events]
+
+
+@route("GET", "/usage")
+async def usage(registry: Registry, request: Request, ctx: Context, _: dict[str, str]) -> tuple[int, Any]:
+    return 200, usage_report(registry.meta, registry.config.quotas)
+
+
+@route("DELETE", "/repositories/(?P<name>.+)")
+async def remove_repository(
+    registry: Registry, request: Request, ctx: Context, args: dict[str, str]
+) -> tuple[int, Any]:
+    name = validate_name(args["name"])
+    try:
+        deleted = delete_repository(registry.meta, registry.blobs, name, registry.immutable_rule(name))
+    except ImmutableTagError as err:
+        raise RegistryError(
+            ErrorCode.DENIED, f"tag {err.tag} of {name} is immutable (rule {err.rule!r}); the repository stays"
+        ) from None
+    if deleted is None:
+        raise RegistryError(ErrorCode.NAME_UNKNOWN, f"repository {name} is not known to this registry")
+    registry.authority.audit(ctx, "repository.delete", name, detail=json.dumps(deleted))
+    return 200, {"deleted": name, **deleted}
+
+
+@route("POST", "/keys/rotate")
+async def rotate_keys(registry: Registry, request: Request, ctx: Context, _: dict[str, str]) -> tuple[int, Any]:
+    return 200, {"active": registry.authority.rotate_keys(ctx)}
