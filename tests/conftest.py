@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.auth import SecureRegistry
 from tests.support.clients import ContainersTools, Dockerd
 from tests.support.servers import Cargohold, Distribution, ServerProcess
 
@@ -54,6 +55,15 @@ def fresh_cargohold(tmp_path: Path) -> Iterator[Cargohold]:
     server = Cargohold(tmp_path / "registry")
     server.start()
     yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def secure_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureRegistry]:
+    """Our registry over HTTPS with access control on, shared by the auth tests."""
+    server = Cargohold(tmp_path_factory.mktemp("secure"), auth=True, tls=True)
+    server.start()
+    yield SecureRegistry(server)
     server.stop()
 
 

@@ -42,12 +42,20 @@ def run(
     timeout: float = 180,
     check: bool = True,
     log: Path | None = None,
+    stdin: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run a client; on failure the assertion message carries its output (and a daemon log tail if given)."""
     __tracebackhide__ = True  # the message says it all; the test's own line is what matters
     argv = [str(c) for c in cmd]
     result = subprocess.run(
-        argv, env=dict(env) if env else None, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
+        argv,
+        env=dict(env) if env else None,
+        cwd=cwd,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
     if check and result.returncode != 0:
         tail = f"\n--- {log} (tail) ---\n{log.read_text(errors='replace')[-3000:]}" if log and log.exists() else ""
@@ -177,10 +185,10 @@ class Dockerd:
         raise RuntimeError(f"dockerd did not answer on {self.socket} within {timeout}s:\n{self.log_tail()}")
 
     def run(
-        self, *args: str | os.PathLike[str], check: bool = True, timeout: float = 180
+        self, *args: str | os.PathLike[str], check: bool = True, timeout: float = 180, stdin: str | None = None
     ) -> subprocess.CompletedProcess[str]:
         __tracebackhide__ = True
-        return run([self.docker, *args], env=self.env, check=check, timeout=timeout, log=self.log)
+        return run([self.docker, *args], env=self.env, check=check, timeout=timeout, log=self.log, stdin=stdin)
 
     def log_tail(self) -> str:
         return self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
@@ -269,13 +277,15 @@ class ContainersTools:
         __tracebackhide__ = True
         return run([require_tool("skopeo"), *args], env=self.env, check=check)
 
-    def podman(self, *args: str | os.PathLike[str], check: bool = True) -> subprocess.CompletedProcess[str]:
+    def podman(
+        self, *args: str | os.PathLike[str], check: bool = True, stdin: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         __tracebackhide__ = True
         base = [
             require_tool("podman"),
             "--root", self.storage, "--runroot", self.runroot, "--storage-driver", "vfs",
         ]  # fmt: skip
-        return run([*base, *args], env=self.env, check=check)
+        return run([*base, *args], env=self.env, check=check, stdin=stdin)
 
     def stop(self) -> None:
         # conmon or a container left behind would name our run root

@@ -33,6 +33,8 @@ class KeyRing:
         self._keys: dict[str, ec.EllipticCurvePrivateKey] = {}
         self._active = ""
         self._active_mtime = 0.0
+        self._dir_mtime = 0
+        self._checked = 0.0
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -58,6 +60,7 @@ class KeyRing:
         self._active = active_file.read_text().strip()
         self._active_mtime = active_file.stat().st_mtime
         self._keys = keys
+        self._dir_mtime = self.directory.stat().st_mtime_ns
         if self._active not in keys:
             raise RuntimeError(f"the active signing key {self._active!r} is missing from {self.directory}")
         return self
@@ -95,6 +98,19 @@ class KeyRing:
                     removed.append(path.stem)
         self.load()
         return removed
+
+    def follow(self) -> None:
+        """Reload, at most once a second, when another process added or removed a key."""
+        now = time.monotonic()
+        if now - self._checked < 1.0:
+            return
+        self._checked = now
+        with contextlib.suppress(OSError):
+            if self.directory.stat().st_mtime_ns != self._dir_mtime:
+                self.load()
+
+    def holds(self, kid: str) -> bool:
+        return kid in self._keys
 
     def kids(self) -> list[tuple[str, float, bool]]:
         """(kid, created, active) for each key, newest first."""

@@ -16,7 +16,7 @@ from pathlib import Path
 from . import credentials as cred
 from .keys import KeyRing
 from .scopes import CATALOG, REPOSITORY_ACTIONS, Grant, Scope, allowed_actions, intersect, may_list_catalog
-from .store import AuditEvent, AuthStore, AuthStoreError, Principal
+from .store import AuditEvent, AuthStore, AuthStoreError, Principal, Validity
 from .tokens import TokenService
 
 # A successful basic login is remembered this long, so clients that send their password on
@@ -103,7 +103,7 @@ class Authority:
 
     def __post_init__(self) -> None:
         self.tokens = TokenService(self.keys, self.settings.issuer, self.settings.token_ttl)
-        self._logins: dict[bytes, tuple[Identity, float]] = {}
+        self._logins: dict[bytes, tuple[Identity, Validity, float]] = {}
         self._subject_grants: dict[str, tuple[Identity | None, float]] = {}  # "" = anonymous
         # Remembered logins are keyed by a keyed hash, so a memory dump shows no password digests.
         self._cache_key = secrets.token_bytes(32)
@@ -121,18 +121,23 @@ class Authority:
         return Identity(principal, self.store.grants_for(principal), limit)
 
     def login(self, username: str, password: str, address: str, request_id: str = "") -> Identity:
-        """Basic credentials: a user's password, a robot's secret, or a user's personal access token."""
+        """Basic credentials: a user's password, a robot's secret, or a user's personal access token.
+
+        A success is remembered briefly, so clients that send credentials on every request do not
+        pay for argon2 each time; each reuse still checks in one indexed query that the password is
+        unchanged or the credential unrevoked, so a revocation or a deletion counts at once.
+        """
         key = hashlib.blake2b(f"{username}\0{password}".encode(), key=self._cache_key).digest()
         now = time.time()
         remembered = self._logins.get(key)
-        if remembered is not None and remembered[1] > now:
+        if remembered is not None and remembered[2] > now and self.store.still_valid(remembered[1]):
             return remembered[0]
         limits = self._failure_keys(username, address)
         wait = max(self.store.retry_after(keys, limit, self.settings.failure_window) for keys, limit in limits)
         if wait > 0:
             raise RateLimited(wait)
-        identity = self._check(username, password)
-        if identity is None:
+        checked = self._check(username, password)
+        if checked is None:
             for keys, _ in limits:
                 self.store.note_failure(keys, self.settings.failure_window)
             ctx = Context(username or "anonymous", address, request_id)
@@ -140,8 +145,8 @@ class Authority:
             raise AuthFailed("invalid username or password")
         if len(self._logins) > 10_000:
             self._logins.clear()
-        self._logins[key] = (identity, now + LOGIN_CACHE_SECONDS)
-        return identity
+        self._logins[key] = (checked[0], checked[1], now + LOGIN_CACHE_SECONDS)
+        return checked[0]
 
     def _failure_keys(self, username: str, address: str) -> list[tuple[list[str], int]]:
         # The pair is limited tightly; the name alone and the address alone more loosely, so a
@@ -150,18 +155,20 @@ class Authority:
         tight = self.settings.max_failures
         return [([f"pair:{username}\0{address}"], tight), ([f"user:{username}", f"addr:{address}"], tight * 5)]
 
-    def _check(self, username: str, password: str) -> Identity | None:
+    def _check(self, username: str, password: str) -> tuple[Identity, Validity] | None:
         if cred.is_secret(password):
             found = self.store.find_credential(cred.secret_digest(password))
             if found is None or found[1].kind == "refresh" or not cred.same(found[0].name, username):
                 return None
             principal, credential = found
-            return self.identity_of(principal, credential.grants)
+            return self.identity_of(principal, credential.grants), ("credential", credential.id, "")
         stored = self.store.password_hash(username)
         if not cred.verify_password(stored[1] if stored else None, password) or stored is None:
             return None
-        principal = stored[0]
-        return None if principal.expired() else self.identity_of(principal)
+        principal, password_hash = stored
+        if principal.expired():
+            return None
+        return self.identity_of(principal), ("password", principal.id, password_hash)
 
     def refresh(self, refresh_token: str) -> Identity:
         found = self.store.find_credential(cred.secret_digest(refresh_token)) if cred.is_secret(refresh_token) else None

@@ -74,6 +74,9 @@ CREATE TABLE IF NOT EXISTS login_failure (
 );
 """
 
+# What a remembered login rests on: ("password", principal id, hash) or ("credential", id, "").
+Validity = tuple[str, int, str]
+
 _PRINCIPAL_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 ANONYMOUS = "anonymous"
 AUTHENTICATED = "authenticated"
@@ -273,6 +276,21 @@ class AuthStore:
             if db.execute("DELETE FROM principal WHERE name = ? AND kind = ?", (name, kind)).rowcount == 0:
                 raise AuthStoreError(f"there is no {kind} named {name!r}")
             db.execute("DELETE FROM policy WHERE subject = ?", (f"{kind}:{name}",))
+
+    def still_valid(self, validity: Validity) -> bool:
+        kind, row_id, stamp = validity
+        now = time.time()
+        if kind == "password":
+            row = self._db.execute(
+                "SELECT password_hash FROM principal WHERE id = ? AND (expires IS NULL OR expires > ?)", (row_id, now)
+            ).fetchone()
+            return row is not None and row[0] == stamp
+        row = self._db.execute(
+            "SELECT 1 FROM credential c JOIN principal p ON p.id = c.principal_id WHERE c.id = ? "
+            "AND c.revoked IS NULL AND (c.expires IS NULL OR c.expires > ?) AND (p.expires IS NULL OR p.expires > ?)",
+            (row_id, now, now),
+        ).fetchone()
+        return row is not None
 
     def count_principals(self) -> int:
         return self._db.execute("SELECT count(*) FROM principal").fetchone()[0]

@@ -27,6 +27,7 @@ class InvalidToken(Exception):
 @dataclass(frozen=True, slots=True)
 class VerifiedToken:
     subject: str
+    kid: str
     expires: float
     access: dict[tuple[str, str], frozenset[str]]
 
@@ -59,9 +60,10 @@ class TokenService:
 
     def verify(self, token: str, audience: str) -> VerifiedToken:
         now = time.time()
+        self.keys.follow()  # a key pruned since must stop working, cached or not
         cached = self._verified.get(token)
         if cached is not None:
-            if cached.expires + LEEWAY_SECONDS > now:
+            if cached.expires + LEEWAY_SECONDS > now and self.keys.holds(cached.kid):
                 return cached
             del self._verified[token]
         try:
@@ -78,7 +80,7 @@ class TokenService:
                 leeway=LEEWAY_SECONDS,
                 options={"require": ["exp", "iat", "sub", "aud", "iss"]},
             )
-            verified = VerifiedToken(str(claims["sub"]), float(claims["exp"]), _access(claims.get("access")))
+            verified = VerifiedToken(str(claims["sub"]), kid, float(claims["exp"]), _access(claims.get("access")))
         except jwt.ExpiredSignatureError:
             raise InvalidToken("the token has expired") from None
         except (jwt.InvalidTokenError, ValueError, TypeError, KeyError) as err:
