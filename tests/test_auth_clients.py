@@ -180,7 +180,7 @@ def test_python_dxf_over_https_with_auth(
         secure_registry.host, repo, auth=lambda d, r: d.authenticate(name, "wrong-password", response=r),
         tlsverify=str(secure_registry.ca),
     )  # fmt: skip
-    with pytest.raises(Exception, match="(?i)unauthorized|401"):
+    with pytest.raises(Exception, match=r"(?i)unauthorized|401"):
         wrong.list_aliases()
 
 
