@@ -750,12 +750,15 @@ def _percentile(ordered: list[int], pct: float) -> float | None:
     return ordered[index] / 1e6
 
 
-def run_pyload(url: str, method: str, threads: int, conns: int, seconds: int) -> LoadResult:
+def run_pyload(
+    url: str, method: str, threads: int, conns: int, seconds: int, headers: dict[str, str] | None = None
+) -> LoadResult:
     """wrk's model in Python (closed loop, keep-alive, one process per wrk thread), for what wrk cannot send."""
     parts = urlsplit(url)
+    extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
     request = (
         f"{method} {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\nAccept: {OCI_MANIFEST}\r\n"
-        "User-Agent: registry_bench\r\n\r\n"
+        f"User-Agent: registry_bench\r\n{extra}\r\n"
     ).encode()
     processes = max(1, min(threads, conns))
     shares = [conns // processes + (1 if i < conns % processes else 0) for i in range(processes)]

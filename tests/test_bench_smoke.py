@@ -69,3 +69,19 @@ def test_quick_run_measures_every_figure_for_both_registries(tmp_path: Path) -> 
         pid = data["targets"][name]["pid"]
         assert pid is not None
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_auth_bench_quick_run(tmp_path: Path) -> None:
+    """bench/auth_bench.py measures HEAD with auth off, bearer and basic, without errors."""
+    report = tmp_path / "auth.json"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "auth_bench.py"), "--quick", "--json", str(report)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    figures = json.loads(report.read_text())
+    assert set(figures["rps"]) == {"off", "bearer", "basic"}
+    assert all(value > 0 for value in figures["rps"].values())
+    assert figures["errors"] == {"off": 0, "bearer": 0, "basic": 0}
