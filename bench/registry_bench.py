@@ -964,6 +964,8 @@ def cargohold_server(workdir: Path, python: str, extra_env: dict[str, str]) -> M
         return [python, "-m", "cargohold", "serve", "--listen", listen, "--data", str(wd / "data")]
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("CARGOHOLD_")}
+    # The reference runs open, so ours does too; bench/auth_bench.py measures what auth costs.
+    env["CARGOHOLD_AUTH"] = "off"
     env.update(extra_env)
     return ManagedServer("cargohold", workdir, command, env)
 

@@ -129,7 +129,7 @@ def test_gc_in_a_loop_while_clients_push_and_delete(fresh_cargohold: Cargohold) 
         store = FilesystemBlobStore(fresh_cargohold.data)
         try:
             while not stop.is_set():
-                collect_garbage(meta, store, grace=1.0)
+                collect_garbage(meta, store, grace=3.0)
                 runs += 1
         finally:
             meta.close()
@@ -150,7 +150,7 @@ def test_gc_in_a_loop_while_clients_push_and_delete(fresh_cargohold: Cargohold) 
                 )
                 if response.status_code != 404:
                     break
-                # Under load a push can outlast this test's 1 s grace period: the registry then
+                # Under load a push can outlast this test's 3 s grace period: the registry then
                 # refuses the manifest (never stores a broken one), and the client sends again.
                 retried.append(reference)
                 for digest in response.json()["errors"][0]["detail"]["blobs"]:

@@ -13,10 +13,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..storage.events import Actor
 from . import credentials as cred
 from .keys import KeyRing
 from .scopes import CATALOG, REPOSITORY_ACTIONS, Grant, Scope, allowed_actions, intersect, may_list_catalog
-from .store import AuditEvent, AuthStore, AuthStoreError, Principal, Validity
+from .store import AuthStore, AuthStoreError, Principal, Validity
 from .tokens import TokenService
 
 # A successful basic login is remembered this long, so clients that send their password on
@@ -33,15 +34,6 @@ class RateLimited(Exception):
     def __init__(self, retry_after: float) -> None:
         self.retry_after = max(1, int(retry_after + 0.999))
         super().__init__(f"too many failed logins; try again in {self.retry_after} s")
-
-
-@dataclass(frozen=True, slots=True)
-class Context:
-    """Who is acting, from where, in which request: the audit trail's columns."""
-
-    actor: str
-    address: str = ""
-    request_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +132,7 @@ class Authority:
         if checked is None:
             for keys, _ in limits:
                 self.store.note_failure(keys, self.settings.failure_window)
-            ctx = Context(username or "anonymous", address, request_id)
+            ctx = Actor(username or "anonymous", address, request_id)
             self.audit(ctx, "auth.login", username, "denied", "bad credentials")
             raise AuthFailed("invalid username or password")
         if len(self._logins) > 10_000:
@@ -215,13 +207,11 @@ class Authority:
 
     # --- management, every change audited --------------------------------------------------------------------------
 
-    def audit(self, ctx: Context, action: str, target: str, outcome: str = "ok", detail: str = "") -> None:
-        self.store.record(
-            AuditEvent(time.time(), ctx.actor, action, target, outcome, ctx.address, ctx.request_id, detail)
-        )
+    def audit(self, ctx: Actor, action: str, target: str, outcome: str = "ok", detail: str = "") -> None:
+        self.store.record(ctx, action, target, outcome, detail)
 
     def add_user(
-        self, ctx: Context, name: str, password: str, *, admin: bool = False, groups: tuple[str, ...] = ()
+        self, ctx: Actor, name: str, password: str, *, admin: bool = False, groups: tuple[str, ...] = ()
     ) -> Principal:
         _check_password(password)
         principal = self.store.add_principal(
@@ -230,7 +220,7 @@ class Authority:
         self.audit(ctx, "user.create", name, detail=("admin " if admin else "") + ",".join(groups))
         return principal
 
-    def set_password(self, ctx: Context, name: str, password: str) -> None:
+    def set_password(self, ctx: Actor, name: str, password: str) -> None:
         _check_password(password)
         self.store.set_password(name, cred.hash_password(password))
         principal = self.store.principal(name, "user")
@@ -240,13 +230,13 @@ class Authority:
         self._logins.clear()
         self.audit(ctx, "user.password", name)
 
-    def remove_principal(self, ctx: Context, name: str, kind: str) -> None:
+    def remove_principal(self, ctx: Actor, name: str, kind: str) -> None:
         self.store.remove_principal(name, kind)
         self._logins.clear()
         self.audit(ctx, f"{kind}.delete", name)
 
     def create_robot(
-        self, ctx: Context, name: str, grants: tuple[Grant, ...], expires: float | None, description: str = ""
+        self, ctx: Actor, name: str, grants: tuple[Grant, ...], expires: float | None, description: str = ""
     ) -> tuple[Principal, str]:
         """A robot with its grants and its one secret, shown only now."""
         if not grants:
@@ -260,7 +250,7 @@ class Authority:
         return principal, secret
 
     def create_token(
-        self, ctx: Context, owner: str, name: str, expires: float | None, grants: tuple[Grant, ...] | None
+        self, ctx: Actor, owner: str, name: str, expires: float | None, grants: tuple[Grant, ...] | None
     ) -> str:
         principal = self.store.principal(owner, "user")
         if principal is None:
@@ -270,20 +260,20 @@ class Authority:
         self.audit(ctx, "token.create", f"{owner}/{name}")
         return secret
 
-    def revoke(self, ctx: Context, credential_id: int, owner: str | None = None) -> None:
+    def revoke(self, ctx: Actor, credential_id: int, owner: str | None = None) -> None:
         revoked = self.store.revoke_credential(credential_id, owner)
         self._logins.clear()
         self.audit(ctx, f"{revoked.kind}.revoke", f"{revoked.principal}/{revoked.name}")
 
-    def add_policy(self, ctx: Context, subject: str, grant: Grant) -> None:
+    def add_policy(self, ctx: Actor, subject: str, grant: Grant) -> None:
         self.store.add_policy(subject, grant)
         self.audit(ctx, "policy.set", subject, detail=str(grant))
 
-    def remove_policy(self, ctx: Context, policy_id: int) -> None:
+    def remove_policy(self, ctx: Actor, policy_id: int) -> None:
         self.store.remove_policy(policy_id)
         self.audit(ctx, "policy.delete", str(policy_id))
 
-    def rotate_keys(self, ctx: Context) -> str:
+    def rotate_keys(self, ctx: Actor) -> str:
         kid = self.keys.rotate()
         self.audit(ctx, "key.rotate", kid)
         return kid
@@ -293,7 +283,7 @@ class Authority:
         if self.store.count_principals():
             return None
         password = secrets.token_urlsafe(18)
-        self.add_user(Context("cargohold"), "admin", password, admin=True)
+        self.add_user(Actor("cargohold"), "admin", password, admin=True)
         path = data / "initial-admin-password"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as out:

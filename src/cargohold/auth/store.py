@@ -14,7 +14,9 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from ..storage.events import EVENT_SCHEMA, Actor, AuditEvent, query_events, record_event
 from .scopes import Grant
 
 SCHEMA = """
@@ -55,18 +57,6 @@ CREATE TABLE IF NOT EXISTS credential (
     revoked REAL,
     last_used REAL
 );
-CREATE TABLE IF NOT EXISTS audit_event (
-    id INTEGER PRIMARY KEY,
-    at REAL NOT NULL,
-    actor TEXT NOT NULL,
-    action TEXT NOT NULL,
-    target TEXT NOT NULL,
-    outcome TEXT NOT NULL,
-    address TEXT NOT NULL,
-    request_id TEXT NOT NULL,
-    detail TEXT NOT NULL DEFAULT ''
-);
-CREATE INDEX IF NOT EXISTS audit_event_at ON audit_event(at);
 CREATE TABLE IF NOT EXISTS login_failure (
     key TEXT PRIMARY KEY,
     window_start REAL NOT NULL,
@@ -125,18 +115,6 @@ class Policy:
     grant: Grant
 
 
-@dataclass(frozen=True, slots=True)
-class AuditEvent:
-    at: float
-    actor: str
-    action: str
-    target: str
-    outcome: str
-    address: str = ""
-    request_id: str = ""
-    detail: str = ""
-
-
 def validate_principal_name(name: str) -> str:
     if not _PRINCIPAL_NAME.match(name) or name in (ANONYMOUS, AUTHENTICATED):
         raise AuthStoreError(
@@ -172,7 +150,7 @@ class AuthStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.executescript(SCHEMA)
+        self._db.executescript(SCHEMA + EVENT_SCHEMA)
 
     def close(self) -> None:
         self._db.close()
@@ -411,40 +389,12 @@ class AuthStore:
 
     # --- audit -----------------------------------------------------------------------------------------------------
 
-    def record(self, event: AuditEvent) -> None:
+    def record(self, actor: Actor, action: str, target: str, outcome: str = "ok", detail: str = "") -> None:
         with self._tx() as db:
-            db.execute(
-                "INSERT INTO audit_event(at, actor, action, target, outcome, address, request_id, detail) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    event.at,
-                    event.actor,
-                    event.action,
-                    event.target,
-                    event.outcome,
-                    event.address,
-                    event.request_id,
-                    event.detail,
-                ),
-            )
+            record_event(db, actor, action, target, outcome, detail)
 
-    def events(
-        self,
-        *,
-        since: float | None = None,
-        actor: str | None = None,
-        action: str | None = None,
-        target: str | None = None,
-        limit: int = 100,
-    ) -> list[AuditEvent]:
-        """Newest first; `action` and `target` match as prefixes (`manifest.` finds every manifest event)."""
-        rows = self._db.execute(
-            "SELECT at, actor, action, target, outcome, address, request_id, detail FROM audit_event "
-            "WHERE at >= ? AND (? IS NULL OR actor = ?) AND (? IS NULL OR substr(action, 1, length(?)) = ?) "
-            "AND (? IS NULL OR substr(target, 1, length(?)) = ?) ORDER BY id DESC LIMIT ?",
-            (since or 0, actor, actor, action, action, action, target, target, target, limit),
-        )
-        return [AuditEvent(*row) for row in rows]
+    def events(self, **filters: Any) -> list[AuditEvent]:
+        return query_events(self._db, **filters)
 
     # --- login failures --------------------------------------------------------------------------------------------
 

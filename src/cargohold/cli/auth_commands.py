@@ -18,21 +18,22 @@ from pathlib import Path
 import click
 
 from ..auth.scopes import Grant, ScopeError
-from ..auth.service import Authority, Context
+from ..auth.service import Authority
 from ..auth.store import AuthStoreError, Credential, Principal
 from ..config import parse_duration
+from ..storage.events import Actor
 from .main import _config, config_option, data_option
 
 
 @contextlib.contextmanager
-def _authority(config_file: Path | None, data: Path | None) -> Iterator[tuple[Authority, Context]]:
+def _authority(config_file: Path | None, data: Path | None) -> Iterator[tuple[Authority, Actor]]:
     from ..registry.app import auth_settings
 
     config = _config(config_file, data=data)
     config.data.mkdir(parents=True, exist_ok=True)  # users may be set up before the first start
     authority = Authority.open(config.data, auth_settings(config))
     try:
-        yield authority, Context(f"cli:{getpass.getuser()}", "local")
+        yield authority, Actor(f"cli:{getpass.getuser()}", "local")
     except (AuthStoreError, ScopeError) as err:
         raise click.ClickException(str(err)) from None
     finally:

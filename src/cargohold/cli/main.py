@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 import sys
 from dataclasses import asdict
@@ -196,6 +197,7 @@ def repo_rm(name: str, config_file: Path | None, data: Path | None, force: bool)
     from ..oci.errors import RegistryError
     from ..oci.names import validate_name
     from ..oci.rules import parse_rules, protecting_rule
+    from ..storage.events import Actor
 
     try:
         validate_name(name)
@@ -205,7 +207,7 @@ def repo_rm(name: str, config_file: Path | None, data: Path | None, force: bool)
     meta, store = _stores(config)
     immutable = protecting_rule(() if force else parse_rules(config.immutable_tags), name)
     try:
-        deleted = delete_repository(meta, store, name, immutable)
+        deleted = delete_repository(meta, store, name, immutable, Actor(f"cli:{getpass.getuser()}", "local"))
     except ImmutableTagError as err:
         raise click.ClickException(
             f"tag {err.tag} of {name} is immutable (rule {err.rule!r}); use --force to delete the repository anyway"

@@ -6,6 +6,7 @@ from typing import Any
 
 from ..oci.rules import Quota
 from ..storage.blobstore import FilesystemBlobStore
+from ..storage.events import Actor
 from ..storage.metadata import ImmutableRule, SQLiteMetadataStore
 
 
@@ -36,11 +37,15 @@ def usage_report(meta: SQLiteMetadataStore, quotas: tuple[Quota, ...]) -> list[d
 
 
 def delete_repository(
-    meta: SQLiteMetadataStore, store: FilesystemBlobStore, name: str, immutable: ImmutableRule | None
+    meta: SQLiteMetadataStore,
+    store: FilesystemBlobStore,
+    name: str,
+    immutable: ImmutableRule | None,
+    actor: Actor | None = None,
 ) -> dict[str, int] | None:
     """Delete a repository's tags, manifests and upload sessions (blobs go at the next GC).
     Raises ImmutableTagError when a rule protects one of its tags; None if there is no such repository."""
-    deleted = meta.delete_repository(name, immutable)
+    deleted = meta.delete_repository(name, immutable, actor)
     if deleted is None:
         return None
     tags, manifests, uploads = deleted

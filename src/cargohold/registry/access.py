@@ -13,10 +13,11 @@ import binascii
 from dataclasses import dataclass
 
 from ..auth.scopes import CATALOG, Scope
-from ..auth.service import AuthFailed, Authority, Context, Identity, RateLimited
+from ..auth.service import AuthFailed, Authority, Identity, RateLimited
 from ..auth.store import ANONYMOUS
 from ..auth.tokens import InvalidToken, VerifiedToken
 from ..oci.errors import ErrorCode, RegistryError
+from ..storage.events import Actor
 from .http import Request
 from .routes import Route
 
@@ -81,7 +82,7 @@ class Gate:
     def audit(
         self, request: Request, actor: str, action: str, target: str, outcome: str = "ok", detail: str = ""
     ) -> None:
-        ctx = Context(actor, client_address(request), request.request_id)
+        ctx = Actor(actor, client_address(request), request.request_id)
         self.authority.audit(ctx, action, target, outcome, detail)
 
     def caller(self, request: Request) -> Caller:

@@ -15,12 +15,12 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from ..auth.scopes import ADMIN, Grant, ScopeError
-from ..auth.service import Context
 from ..auth.store import AuthStoreError, Credential, Principal
 from ..config import parse_duration
 from ..lifecycle.usage import delete_repository, usage_report
 from ..oci.errors import ErrorCode, RegistryError
 from ..oci.names import validate_name
+from ..storage.events import Actor
 from ..storage.metadata import ImmutableTagError
 from .access import client_address
 from .http import Request, Responder
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from .app import Registry
 
 BODY_LIMIT = 64 * 1024
-Handler = Callable[["Registry", Request, Context, dict[str, str]], Awaitable[tuple[int, Any]]]
+Handler = Callable[["Registry", Request, Actor, dict[str, str]], Awaitable[tuple[int, Any]]]
 _ROUTES: list[tuple[str, re.Pattern[str], Handler]] = []
 
 
@@ -64,10 +64,10 @@ async def serve(registry: Registry, request: Request, res: Responder) -> None:
     raise RegistryError(ErrorCode.NOT_FOUND, f"no such endpoint: {request.path[:200]}")
 
 
-def _admit(registry: Registry, request: Request) -> Context:
+def _admit(registry: Registry, request: Request) -> Actor:
     gate = registry.gate
     if gate is None:  # auth is off: the operator chose to trust everyone who reaches the port
-        return Context("anonymous", client_address(request), request.request_id)
+        return Actor("anonymous", client_address(request), request.request_id)
     caller = gate.caller(request)
     request.caller = caller
     allowed = (
@@ -78,7 +78,7 @@ def _admit(registry: Registry, request: Request) -> Context:
             raise RegistryError(ErrorCode.UNAUTHORIZED, headers=gate.challenge(request, "registry:admin:*"))
         gate.audit(request, caller.name, "access.admin", request.path[:200], "denied")
         raise RegistryError(ErrorCode.DENIED, f"{caller.name} is not an administrator")
-    return Context(caller.name, client_address(request), request.request_id)
+    return Actor(caller.name, client_address(request), request.request_id)
 
 
 async def _body(request: Request) -> dict[str, Any]:
@@ -130,12 +130,12 @@ def credential_json(credential: Credential) -> dict[str, Any]:
 
 
 @route("GET", "/users")
-async def list_users(registry: Registry, request: Request, ctx: Context, _: dict[str, str]) -> tuple[int, Any]:
+async def list_users(registry: Registry, request: Request, ctx: Actor, _: dict[str, str]) -> tuple[int, Any]:
     return 200, [principal_json(p, registry) for p in registry.authority.store.principals("user")]
 
 
 @route("POST", "/users")
-async def add_user(registry: Registry, request: Request, ctx: Context, _: dict[str, str]) -> tuple[int, Any]:
+async def add_user(registry: Registry, request: Request, ctx: Actor, _: dict[str, str]) -> tuple[int, Any]:
     body = await _body(request)
     groups = body.get("groups") or []
     if not isinstance(body.get("name"), str) or not isinstance(body.get("password"), str):
@@ -149,7 +149,7 @@ async def add_user(registry: Registry, request: Request, ctx: Context, _: dict[s
 
 
 @route("PUT", "/users/(?P<name>[^/]+)/password")
-async def set_password(registry: Registry, request: Request, ctx: Context, args: dict[str, str]) -> tuple[int, Any]:
+async def set_password(registry: Registry, request: Request, ctx: Actor, args: dict[str, str]) -> tuple[int, Any]:
     body = await _body(request)
     if not isinstance(body.get("password"), str):
         raise ValueError("give password")
@@ -158,18 +158,18 @@ async def set_password(registry: Registry, request: Request, ctx: Context, args:
 
 
 @route("DELETE", "/users/(?P<name>[^/]+)")
-async def remove_user(registry: Registry, request: Request, ctx: Context, args: dict[str, str]) -> tuple[int, Any]:
+async def remove_user(registry: Registry, request: Request, ctx: Actor, args: dict[str, str]) -> tuple[int, Any]:
     registry.authority.remove_principal(ctx, args["name"], "user")
     return 200, {"deleted": args["name"]}
 
 
 @route("GET", "/robots")
-async def list_robots(registry: Registry, request: Request, ctx: Context, _: dict[str, str]) -> tuple[int, Any]:
+async def list_robots(registry: Registry, request: Request, ctx: Actor, _: dict[str, str]) -> tuple[int, Any]:
     return 200, [principal_json(p, registry) for p in registry.authority.store.principals("robot")]
 
 
 @route("POST", "/robots")
-async def create_robot(registry: Registry, request: Request, ctx: Context, _: dict[str, str]) -> tuple[int, Any]:
+async def create_robot(registry: Registry, request: Request, ctx: Actor, _: dict[str, str]) -> tuple[int, Any]:
     body = await _body(request)
     if not isinstance(body.get("name"), str):
         raise ValueError("give name")
@@ -180,18 +180,18 @@ async def create_robot(registry: Registry, request: Request, ctx: Context, _: di
 
 
 @route("DELETE", "/robots/(?P<name>[^/]+)")
-async def remove_robot(registry: Registry, request: Request, ctx: Context, args: dict[str, str]) -> tuple[int, Any]:
+async def remove_robot(registry: Registry, request: Request, ctx: Actor, args: dict[str, str]) -> tuple[int, Any]:
     registry.authority.remove_principal(ctx, args["name"], "robot")
     return 200, {"deleted": args["name"]}
 
 
 @route("GET", "/tokens")
-async def list_tokens(registry: Registry, request: Request, ctx: Context, _: dict[str, str]) -> tuple[int, Any]:
+async def list_tokens(registry: Registry, request: Request, ctx: Actor, _: dict[str, str]) -> tuple[int, Any]:
     return 200, [credential_json(c) for c in registry.authority.store.credentials(request.query("user"))]
 
 
 @route("POST", "/tokens")
-async def create_token(registry: Registry, request: Request, ctx: Context, _: dict[str, str]) -> tuple[int, Any]:
+async def create_token(registry: Registry, request: Request, ctx: Actor, _: dict[str, str]) -> tuple[int, Any]:
     body = await _body(request)
     if not isinstance(body.get("user"), str) or not isinstance(body.get("name"), str):
         raise ValueError("give user and name")
@@ -203,19 +203,19 @@ async def create_token(registry: Registry, request: Request, ctx: Context, _: di
 
 
 @route("DELETE", "/tokens/(?P<id>[0-9]{1,18})")
-async def revoke_token(registry: Registry, request: Request, ctx: Context, args: dict[str, str]) -> tuple[int, Any]:
+async def revoke_token(registry: Registry, request: Request, ctx: Actor, args: dict[str, str]) -> tuple[int, Any]:
     registry.authority.revoke(ctx, int(args["id"]))
     return 200, {"revoked": int(args["id"])}
 
 
 @route("GET", "/policies")
-async def list_policies(registry: Registry, request: Request, ctx: Context, _: dict[str, str]) -> tuple[int, Any]:
+async def list_policies(registry: Registry, request: Request, ctx: Actor, _: dict[str, str]) -> tuple[int, Any]:
     policies = registry.authority.store.policies()
     return 200, [{"id": p.id, "subject": p.subject, "scope": str(p.grant)} for p in policies]
 
 
 @route("POST", "/policies")
-async def add_policy(registry: Registry, request: Request, ctx: Context, _: dict[str, str]) -> tuple[int, Any]:
+async def add_policy(registry: Registry, request: Request, ctx: Actor, _: dict[str, str]) -> tuple[int, Any]:
     body = await _body(request)
     if not isinstance(body.get("subject"), str) or not isinstance(body.get("scope"), str):
         raise ValueError("give subject (user:NAME, group:NAME, robot:NAME, anonymous, authenticated) and scope")
@@ -224,13 +224,13 @@ async def add_policy(registry: Registry, request: Request, ctx: Context, _: dict
 
 
 @route("DELETE", "/policies/(?P<id>[0-9]{1,18})")
-async def remove_policy(registry: Registry, request: Request, ctx: Context, args: dict[str, str]) -> tuple[int, Any]:
+async def remove_policy(registry: Registry, request: Request, ctx: Actor, args: dict[str, str]) -> tuple[int, Any]:
     registry.authority.remove_policy(ctx, int(args["id"]))
     return 200, {"deleted": int(args["id"])}
 
 
 @route("GET", "/audit")
-async def audit(registry: Registry, request: Request, ctx: Context, _: dict[str, str]) -> tuple[int, Any]:
+async def audit(registry: Registry, request: Request, ctx: Actor, _: dict[str, str]) -> tuple[int, Any]:
     since = request.query("since")
     limit = request.query("limit") or "100"
     if not limit.isdigit() or not 0 < int(limit) <= 10_000:
@@ -246,27 +246,24 @@ async def audit(registry: Registry, request: Request, ctx: Context, _: dict[str,
 
 
 @route("GET", "/usage")
-async def usage(registry: Registry, request: Request, ctx: Context, _: dict[str, str]) -> tuple[int, Any]:
+async def usage(registry: Registry, request: Request, ctx: Actor, _: dict[str, str]) -> tuple[int, Any]:
     return 200, usage_report(registry.meta, registry.config.quotas)
 
 
 @route("DELETE", "/repositories/(?P<name>.+)")
-async def remove_repository(
-    registry: Registry, request: Request, ctx: Context, args: dict[str, str]
-) -> tuple[int, Any]:
+async def remove_repository(registry: Registry, request: Request, ctx: Actor, args: dict[str, str]) -> tuple[int, Any]:
     name = validate_name(args["name"])
     try:
-        deleted = delete_repository(registry.meta, registry.blobs, name, registry.immutable_rule(name))
+        deleted = delete_repository(registry.meta, registry.blobs, name, registry.immutable_rule(name), ctx)
     except ImmutableTagError as err:
         raise RegistryError(
             ErrorCode.DENIED, f"tag {err.tag} of {name} is immutable (rule {err.rule!r}); the repository stays"
         ) from None
     if deleted is None:
         raise RegistryError(ErrorCode.NAME_UNKNOWN, f"repository {name} is not known to this registry")
-    registry.authority.audit(ctx, "repository.delete", name, detail=json.dumps(deleted))
     return 200, {"deleted": name, **deleted}
 
 
 @route("POST", "/keys/rotate")
-async def rotate_keys(registry: Registry, request: Request, ctx: Context, _: dict[str, str]) -> tuple[int, Any]:
+async def rotate_keys(registry: Registry, request: Request, ctx: Actor, _: dict[str, str]) -> tuple[int, Any]:
     return 200, {"active": registry.authority.rotate_keys(ctx)}

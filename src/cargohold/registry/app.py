@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from ..auth.service import Authority, AuthSettings, Context
+from ..auth.service import Authority, AuthSettings
 from ..config import Config, load_config
 from ..lifecycle.gc import collect_garbage
 from ..lifecycle.retention import apply_retention
@@ -19,6 +19,7 @@ from ..oci.errors import ErrorCode, RegistryError
 from ..oci.names import validate_name
 from ..oci.rules import parse_rules, protecting_rule
 from ..storage.blobstore import FilesystemBlobStore, StorageFullError
+from ..storage.events import Actor
 from ..storage.metadata import ImmutableRule, SQLiteMetadataStore
 from . import admin_api, blobs, manifests, token_endpoint, uploads
 from .access import OPEN, Gate, client_address
@@ -50,10 +51,11 @@ class Registry:
         self.authority = Authority.open(config.data, auth_settings(config))
         self.gate = Gate(self.authority, config.auth_realm or None) if config.auth else None
 
-    def audit(self, request: Request, action: str, target: str, detail: str = "") -> None:
-        """Record a change a request made (push, delete, tag move) in the audit trail."""
-        actor = request.caller.name if request.caller is not OPEN else "anonymous"
-        self.authority.audit(Context(actor, client_address(request), request.request_id), action, target, "ok", detail)
+    @staticmethod
+    def actor(request: Request) -> Actor:
+        """Who made the request, for the audit events its changes record."""
+        name = request.caller.name if request.caller is not OPEN else "anonymous"
+        return Actor(name, client_address(request), request.request_id)
 
     def may(self, request: Request, repository: str, action: str) -> bool:
         return self.gate is None or request.caller.may(repository, action)

@@ -76,7 +76,6 @@ async def get(registry: Registry, request: Request, res: Responder, name: str, r
 
 async def delete(registry: Registry, request: Request, res: Responder, name: str, reference: str) -> None:
     digest = Digest.parse(reference)
-    if not registry.meta.unlink_blob(name, str(digest)):
+    if not registry.meta.unlink_blob(name, str(digest), registry.actor(request)):
         raise RegistryError(ErrorCode.BLOB_UNKNOWN, f"blob {digest} is not in {name}")
-    registry.audit(request, "blob.delete", f"{name}@{digest}")
     await res.empty(202, {"docker-content-digest": str(digest)})

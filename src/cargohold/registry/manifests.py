@@ -74,8 +74,8 @@ async def put(registry: Registry, request: Request, res: Responder, name: str, r
         children=tuple(str(d.digest) for d in manifest.children),
     )
     try:
-        moved_from = registry.meta.put_manifest(
-            name, record, tag, registry.immutable_rule(name), registry.config.quotas
+        registry.meta.put_manifest(
+            name, record, tag, registry.immutable_rule(name), registry.config.quotas, registry.actor(request)
         )
     except ImmutableTagError as err:
         raise _immutable(name, err) from None
@@ -90,9 +90,6 @@ async def put(registry: Registry, request: Request, res: Responder, name: str, r
             + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""),
             detail={"blobs": missing.blobs, "manifests": missing.manifests},
         ) from None
-    registry.audit(request, "manifest.push", f"{name}@{digest}", f"tag {tag}" if tag else "")
-    if moved_from is not None:
-        registry.audit(request, "tag.move", f"{name}:{tag}", f"{moved_from} -> {digest}")
     headers = {"location": f"/v2/{name}/manifests/{digest}", "docker-content-digest": str(digest)}
     if manifest.subject is not None:
         headers["oci-subject"] = str(manifest.subject.digest)
@@ -111,16 +108,14 @@ async def delete(registry: Registry, request: Request, res: Responder, name: str
     try:
         if looks_like_digest(reference):
             digest = str(Digest.parse(reference))
-            if not registry.meta.delete_manifest(name, digest, immutable):
+            if not registry.meta.delete_manifest(name, digest, immutable, registry.actor(request)):
                 raise RegistryError(ErrorCode.MANIFEST_UNKNOWN, f"manifest {digest} is not in {name}")
-            registry.audit(request, "manifest.delete", f"{name}@{digest}")
         else:
             tag = validate_tag(reference)
             if rule := immutable(tag):
                 raise ImmutableTagError(tag, rule)
-            if not registry.meta.delete_tag(name, tag):
+            if not registry.meta.delete_tag(name, tag, actor=registry.actor(request)):
                 raise RegistryError(ErrorCode.MANIFEST_UNKNOWN, f"tag {reference} is not in {name}")
-            registry.audit(request, "tag.delete", f"{name}:{tag}")
     except ImmutableTagError as err:
         raise _immutable(name, err) from None
     await res.empty(202)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..oci.rules import Quota
+from .events import EVENT_SCHEMA, Actor, record_event
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS repository (
@@ -152,7 +153,7 @@ class SQLiteMetadataStore:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA foreign_keys=ON")
         # executescript commits on its own, so it runs outside an explicit transaction.
-        self._db.executescript(SCHEMA)
+        self._db.executescript(SCHEMA + EVENT_SCHEMA)
 
     def close(self) -> None:
         self._db.close()
@@ -342,9 +343,11 @@ class SQLiteMetadataStore:
             )
             return int(row[0])
 
-    def unlink_blob(self, repo: str, digest: str) -> bool:
+    def unlink_blob(self, repo: str, digest: str, actor: Actor | None = None) -> bool:
         with self.transaction() as db:
             cursor = db.execute("DELETE FROM repository_blob WHERE repo = ? AND digest = ?", (repo, digest))
+            if cursor.rowcount and actor is not None:
+                record_event(db, actor, "blob.delete", f"{repo}@{digest}")
             return cursor.rowcount > 0
 
     # -- uploads ---------------------------------------------------------------------------
@@ -379,9 +382,10 @@ class SQLiteMetadataStore:
         tag: str | None,
         immutable: ImmutableRule | None = None,
         quotas: tuple[Quota, ...] = (),
-    ) -> str | None:
-        """Store a manifest (and move `tag` to it) if everything it references is in `repo`.
-        Returns the digest the tag pointed to before, when it moved.
+        actor: Actor | None = None,
+    ) -> None:
+        """Store a manifest (and move `tag` to it) if everything it references is in `repo`;
+        with an `actor`, the push and any tag move go into the audit trail in the same transaction.
 
         The reference check and the insert share one write transaction, so a concurrent
         delete cannot slip between them.
@@ -422,7 +426,11 @@ class SQLiteMetadataStore:
             db.executemany("INSERT OR IGNORE INTO manifest_ref(repo, manifest, child, kind) VALUES (?, ?, ?, ?)", refs)
             touched = {d for d, _ in record.blobs}
             db.executemany("UPDATE blob SET last_touched = ? WHERE digest = ?", [(now, d) for d in touched])
-            return self._move_tag(db, repo, tag, record.digest, now, immutable) if tag is not None else None
+            moved_from = self._move_tag(db, repo, tag, record.digest, now, immutable) if tag is not None else None
+            if actor is not None:
+                record_event(db, actor, "manifest.push", f"{repo}@{record.digest}", detail=f"tag {tag}" if tag else "")
+                if moved_from is not None:
+                    record_event(db, actor, "tag.move", f"{repo}:{tag}", detail=f"{moved_from} -> {record.digest}")
 
     @staticmethod
     def _move_tag(
@@ -463,7 +471,9 @@ class SQLiteMetadataStore:
         """(tag, digest, last pushed) for every tag of `repo`."""
         return self._db.execute("SELECT name, digest, updated FROM tag WHERE repo = ?", (repo,)).fetchall()
 
-    def delete_tag(self, repo: str, tag: str, only_if: tuple[str, float] | None = None) -> bool:
+    def delete_tag(
+        self, repo: str, tag: str, only_if: tuple[str, float] | None = None, actor: Actor | None = None
+    ) -> bool:
         """Delete a tag; with `only_if` = (digest, updated), only if nobody moved it since."""
         now = time.time()
         with self.transaction() as db:
@@ -475,9 +485,13 @@ class SQLiteMetadataStore:
                 "INSERT INTO tag_event(repo, name, old_digest, new_digest, at) VALUES (?, ?, ?, NULL, ?)",
                 (repo, tag, row[0], now),
             )
+            if actor is not None:
+                record_event(db, actor, "tag.delete", f"{repo}:{tag}", detail=f"was {row[0]}")
             return True
 
-    def delete_manifest(self, repo: str, digest: str, immutable: ImmutableRule | None = None) -> bool:
+    def delete_manifest(
+        self, repo: str, digest: str, immutable: ImmutableRule | None = None, actor: Actor | None = None
+    ) -> bool:
         """Delete a manifest and every tag pointing at it (none of which may be immutable)."""
         now = time.time()
         with self.transaction() as db:
@@ -493,9 +507,15 @@ class SQLiteMetadataStore:
                 "INSERT INTO tag_event(repo, name, old_digest, new_digest, at) VALUES (?, ?, ?, NULL, ?)",
                 [(repo, t, digest, now) for t in tags],
             )
+            if actor is not None:
+                record_event(
+                    db, actor, "manifest.delete", f"{repo}@{digest}", detail=" ".join(f"tag {t}" for t in tags)
+                )
             return True
 
-    def delete_repository(self, repo: str, immutable: ImmutableRule | None = None) -> tuple[int, int, list[str]] | None:
+    def delete_repository(
+        self, repo: str, immutable: ImmutableRule | None = None, actor: Actor | None = None
+    ) -> tuple[int, int, list[str]] | None:
         """Delete a repository's tags, manifests, blob links and upload sessions (blobs are left to
         garbage collection). Returns (tags, manifests, upload ids), or None if it does not exist."""
         now = time.time()
@@ -515,6 +535,10 @@ class SQLiteMetadataStore:
             for table in ("tag", "manifest_ref", "repository_blob", "upload"):
                 db.execute(f"DELETE FROM {table} WHERE repo = ?", (repo,))
             db.execute("DELETE FROM repository WHERE name = ?", (repo,))
+            if actor is not None:
+                record_event(
+                    db, actor, "repository.delete", repo, detail=f"{len(tags)} tag(s), {manifests} manifest(s)"
+                )
             return len(tags), manifests, uploads
 
     def list_tags(self, repo: str, limit: int | None, last: str | None) -> list[str]:

@@ -1,0 +1,76 @@
+"""The audit trail's table, written in the same transaction as the change it records.
+
+A push, a delete or a tag move and its audit event commit together or not at all, so a crash
+never leaves a change nobody can account for; credential changes are recorded alike.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import dataclass
+
+EVENT_SCHEMA = """
+CREATE TABLE IF NOT EXISTS audit_event (
+    id INTEGER PRIMARY KEY,
+    at REAL NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    address TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    detail TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS audit_event_at ON audit_event(at);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who is acting, from where, in which request: the audit trail's columns."""
+
+    name: str
+    address: str = ""
+    request_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEvent:
+    at: float
+    actor: str
+    action: str
+    target: str
+    outcome: str
+    address: str = ""
+    request_id: str = ""
+    detail: str = ""
+
+
+def record_event(
+    db: sqlite3.Connection, actor: Actor, action: str, target: str, outcome: str = "ok", detail: str = ""
+) -> None:
+    db.execute(
+        "INSERT INTO audit_event(at, actor, action, target, outcome, address, request_id, detail) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (time.time(), actor.name, action, target, outcome, actor.address, actor.request_id, detail),
+    )
+
+
+def query_events(
+    db: sqlite3.Connection,
+    *,
+    since: float | None = None,
+    actor: str | None = None,
+    action: str | None = None,
+    target: str | None = None,
+    limit: int = 100,
+) -> list[AuditEvent]:
+    """Newest first; `action` and `target` match as prefixes (`manifest.` finds every manifest event)."""
+    rows = db.execute(
+        "SELECT at, actor, action, target, outcome, address, request_id, detail FROM audit_event "
+        "WHERE at >= ? AND (? IS NULL OR actor = ?) AND (? IS NULL OR substr(action, 1, length(?)) = ?) "
+        "AND (? IS NULL OR substr(target, 1, length(?)) = ?) ORDER BY id DESC LIMIT ?",
+        (since or 0, actor, actor, action, action, action, target, target, target, limit),
+    )
+    return [AuditEvent(*row) for row in rows]
