@@ -21,7 +21,9 @@ class AccessLog:
         self._stamp = ""
         self._pid = os.getpid()  # worker processes share the log; the pid says which served
 
-    def write(self, client: str, actor: str, method: str, path: str, status: int, sent: int, seconds: float) -> None:
+    def write(
+        self, client: str, actor: str, method: str, path: str, status: int, sent: int, seconds: float, request_id: str
+    ) -> None:
         now = time.time()
         second = int(now)
         if second != self._second:
@@ -30,6 +32,6 @@ class AccessLog:
         path = path.translate(_ESCAPE_CONTROLS)
         line = (
             f'{self._stamp} access[{self._pid}] {client} {actor} "{method} {path}" {status} {sent} '
-            f"{seconds * 1000:.1f}ms\n"
+            f"{seconds * 1000:.1f}ms {request_id}\n"
         )
         os.write(self._fd, line.encode("utf-8", "backslashreplace"))

@@ -103,6 +103,7 @@ class Registry:
                 res.status,
                 res.sent_bytes,
                 time.perf_counter() - started,
+                request.request_id,
             )
 
     async def _refuse(self, request: Request, res: Responder, err: RegistryError) -> None:
