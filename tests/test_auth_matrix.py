@@ -142,6 +142,7 @@ def _requests(world: World, caller: str, client: httpx.Client) -> list[tuple[str
     image = make_image(layer_count=1)
     assert push_image(world.admin, repo, image, f"del-{unique}").status_code == 201
     own_blob = push_blob(world.admin, repo, f"blob {unique}".encode())
+    own_upload = world.admin.post(f"/v2/{repo}/blobs/uploads/").headers["location"]
     config = canonical({"architecture": "amd64", "os": "linux", "caller": unique})
     push_blob(world.admin, repo, config)
     manifest = canonical(
@@ -169,6 +170,7 @@ def _requests(world: World, caller: str, client: httpx.Client) -> list[tuple[str
                                                      headers={"content-type": OCI_MANIFEST})),
         ("DELETE tag", "delete", lambda: client.delete(f"{v2}/manifests/del-{unique}")),
         ("DELETE blob", "delete", lambda: client.delete(f"{v2}/blobs/{own_blob}")),
+        ("DELETE upload", "push", lambda: client.delete(own_upload)),
         ("GET api users", "admin", lambda: client.get("/api/v1/users")),
         ("GET api audit", "admin", lambda: client.get("/api/v1/audit")),
         ("GET api usage", "admin", lambda: client.get("/api/v1/usage")),
