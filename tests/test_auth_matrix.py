@@ -41,10 +41,12 @@ def _server_key(data: Path) -> tuple[str, ec.EllipticCurvePrivateKey]:
     return kid, key
 
 
-def _mint(key: ec.EllipticCurvePrivateKey, kid: str, repo: str, *, exp_in: int = 300, aud: str = SERVICE) -> str:
+def _mint(
+    key: ec.EllipticCurvePrivateKey, kid: str, repo: str, *, exp_in: int = 300, aud: str = SERVICE, iss: str = SERVICE
+) -> str:
     now = int(time.time())
     claims = {
-        "iss": SERVICE,
+        "iss": iss,
         "sub": "admin",
         "aud": aud,
         "iat": now - 600,
@@ -87,6 +89,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         "expired token": _mint(key, kid, repo, exp_in=-120),
         "forged signature": _mint(ec.generate_private_key(ec.SECP256R1()), kid, repo),
         "other audience": _mint(key, kid, repo, aud="some-other-registry"),
+        "other issuer": _mint(key, kid, repo, iss="some-other-issuer"),
         "rotated-out key": _mint(key, kid, repo),
     }
     registry.cli("keys", "rotate")
@@ -108,6 +111,7 @@ CALLERS = {
     "expired token": (set(), 401),
     "forged signature": (set(), 401),
     "other audience": (set(), 401),
+    "other issuer": (set(), 401),
     "rotated-out key": (set(), 401),
 }
 LOGINS = {
