@@ -156,3 +156,16 @@ def test_failed_logins_are_rate_limited(cargohold_with: Callable[[dict[str, str]
         assert client.get("/token", auth=("admin", password)).status_code == 429
         time.sleep(int(limited.headers["retry-after"]) + 0.5)
         assert client.get("/v2/", auth=("admin", password)).status_code == 200
+
+
+def test_openapi_description_is_valid_and_true(secure_registry: SecureRegistry) -> None:
+    from openapi_spec_validator import validate
+
+    with secure_registry.client() as anonymous:
+        document = anonymous.get("/api/v1/openapi.json").json()
+    validate(document)
+    with admin(secure_registry) as api:
+        for path, operations in document["paths"].items():
+            if "get" in operations and "{" not in path:
+                assert api.get(path).status_code == 200, path
+    assert {"/api/v1/users", "/api/v1/robots", "/api/v1/audit", "/api/v1/usage"} <= set(document["paths"])

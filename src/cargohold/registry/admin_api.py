@@ -12,6 +12,7 @@ import json
 import re
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..auth.scopes import ADMIN, Grant, ScopeError
@@ -24,35 +25,53 @@ from ..storage.events import Actor
 from ..storage.metadata import ImmutableTagError
 from .access import client_address
 from .http import Request, Responder
+from .openapi import openapi_document
 
 if TYPE_CHECKING:
     from .app import Registry
 
 BODY_LIMIT = 64 * 1024
+PREFIX = "/api/v1"
 Handler = Callable[["Registry", Request, Actor, dict[str, str]], Awaitable[tuple[int, Any]]]
-_ROUTES: list[tuple[str, re.Pattern[str], Handler]] = []
 
 
-def route(method: str, pattern: str) -> Callable[[Handler], Handler]:
+@dataclass(frozen=True)
+class ApiRoute:
+    method: str
+    pattern: re.Pattern[str]
+    handler: Handler
+    body: dict[str, str] | None  # JSON body fields -> their JSON type, for the OpenAPI description
+    status: int
+
+
+_ROUTES: list[ApiRoute] = []
+
+
+def route(
+    method: str, pattern: str, body: dict[str, str] | None = None, status: int = 200
+) -> Callable[[Handler], Handler]:
     def register(handler: Handler) -> Handler:
-        _ROUTES.append((method, re.compile(f"^/api/v1{pattern}$"), handler))
+        _ROUTES.append(ApiRoute(method, re.compile(f"^{PREFIX}{pattern}$"), handler, body, status))
         return handler
 
     return register
 
 
 async def serve(registry: Registry, request: Request, res: Responder) -> None:
+    if request.path == f"{PREFIX}/openapi.json" and request.method == "GET":
+        await res.json(200, openapi_document(_ROUTES, PREFIX))  # public: it describes, it reveals nothing
+        return
     methods = []
-    for method, pattern, handler in _ROUTES:
-        found = pattern.match(request.path)
+    for api_route in _ROUTES:
+        found = api_route.pattern.match(request.path)
         if found is None:
             continue
-        methods.append(method)
-        if method != request.method:
+        methods.append(api_route.method)
+        if api_route.method != request.method:
             continue
         ctx = _admit(registry, request)
         try:
-            status, document = await handler(registry, request, ctx, found.groupdict())
+            status, document = await api_route.handler(registry, request, ctx, found.groupdict())
         except (AuthStoreError, ScopeError, ValueError) as err:
             raise RegistryError(ErrorCode.UNSUPPORTED, str(err), status=400) from None
         await res.json(status, document)
@@ -131,11 +150,13 @@ def credential_json(credential: Credential) -> dict[str, Any]:
 
 @route("GET", "/users")
 async def list_users(registry: Registry, request: Request, ctx: Actor, _: dict[str, str]) -> tuple[int, Any]:
+    """List users with their groups and scopes."""
     return 200, [principal_json(p, registry) for p in registry.authority.store.principals("user")]
 
 
-@route("POST", "/users")
+@route("POST", "/users", {"name": "string", "password": "string", "admin": "boolean", "groups": "array"}, 201)
 async def add_user(registry: Registry, request: Request, ctx: Actor, _: dict[str, str]) -> tuple[int, Any]:
+    """Create a user."""
     body = await _body(request)
     groups = body.get("groups") or []
     if not isinstance(body.get("name"), str) or not isinstance(body.get("password"), str):
@@ -148,8 +169,9 @@ async def add_user(registry: Registry, request: Request, ctx: Actor, _: dict[str
     return 201, principal_json(principal, registry)
 
 
-@route("PUT", "/users/(?P<name>[^/]+)/password")
+@route("PUT", "/users/(?P<name>[^/]+)/password", {"password": "string"})
 async def set_password(registry: Registry, request: Request, ctx: Actor, args: dict[str, str]) -> tuple[int, Any]:
+    """Set a user's password; their refresh tokens stop working."""
     body = await _body(request)
     if not isinstance(body.get("password"), str):
         raise ValueError("give password")
@@ -159,17 +181,20 @@ async def set_password(registry: Registry, request: Request, ctx: Actor, args: d
 
 @route("DELETE", "/users/(?P<name>[^/]+)")
 async def remove_user(registry: Registry, request: Request, ctx: Actor, args: dict[str, str]) -> tuple[int, Any]:
+    """Delete a user with their policies and tokens."""
     registry.authority.remove_principal(ctx, args["name"], "user")
     return 200, {"deleted": args["name"]}
 
 
 @route("GET", "/robots")
 async def list_robots(registry: Registry, request: Request, ctx: Actor, _: dict[str, str]) -> tuple[int, Any]:
+    """List robots with their scopes and expiry."""
     return 200, [principal_json(p, registry) for p in registry.authority.store.principals("robot")]
 
 
-@route("POST", "/robots")
+@route("POST", "/robots", {"name": "string", "scopes": "array", "expires": "string", "description": "string"}, 201)
 async def create_robot(registry: Registry, request: Request, ctx: Actor, _: dict[str, str]) -> tuple[int, Any]:
+    """Create a robot; the answer holds its secret, shown only here."""
     body = await _body(request)
     if not isinstance(body.get("name"), str):
         raise ValueError("give name")
@@ -181,17 +206,20 @@ async def create_robot(registry: Registry, request: Request, ctx: Actor, _: dict
 
 @route("DELETE", "/robots/(?P<name>[^/]+)")
 async def remove_robot(registry: Registry, request: Request, ctx: Actor, args: dict[str, str]) -> tuple[int, Any]:
+    """Delete a robot; its secret stops working at once."""
     registry.authority.remove_principal(ctx, args["name"], "robot")
     return 200, {"deleted": args["name"]}
 
 
 @route("GET", "/tokens")
 async def list_tokens(registry: Registry, request: Request, ctx: Actor, _: dict[str, str]) -> tuple[int, Any]:
+    """List personal access tokens and robot secrets (never the secrets); ?user= narrows."""
     return 200, [credential_json(c) for c in registry.authority.store.credentials(request.query("user"))]
 
 
-@route("POST", "/tokens")
+@route("POST", "/tokens", {"user": "string", "name": "string", "expires": "string", "scopes": "array"}, 201)
 async def create_token(registry: Registry, request: Request, ctx: Actor, _: dict[str, str]) -> tuple[int, Any]:
+    """Create a personal access token for a user; the answer holds it, shown only here."""
     body = await _body(request)
     if not isinstance(body.get("user"), str) or not isinstance(body.get("name"), str):
         raise ValueError("give user and name")
@@ -204,18 +232,21 @@ async def create_token(registry: Registry, request: Request, ctx: Actor, _: dict
 
 @route("DELETE", "/tokens/(?P<id>[0-9]{1,18})")
 async def revoke_token(registry: Registry, request: Request, ctx: Actor, args: dict[str, str]) -> tuple[int, Any]:
+    """Revoke a token or robot secret."""
     registry.authority.revoke(ctx, int(args["id"]))
     return 200, {"revoked": int(args["id"])}
 
 
 @route("GET", "/policies")
 async def list_policies(registry: Registry, request: Request, ctx: Actor, _: dict[str, str]) -> tuple[int, Any]:
+    """List policies."""
     policies = registry.authority.store.policies()
     return 200, [{"id": p.id, "subject": p.subject, "scope": str(p.grant)} for p in policies]
 
 
-@route("POST", "/policies")
+@route("POST", "/policies", {"subject": "string", "scope": "string"}, 201)
 async def add_policy(registry: Registry, request: Request, ctx: Actor, _: dict[str, str]) -> tuple[int, Any]:
+    """Allow a subject (user:, group:, robot:NAME, authenticated, anonymous) a scope."""
     body = await _body(request)
     if not isinstance(body.get("subject"), str) or not isinstance(body.get("scope"), str):
         raise ValueError("give subject (user:NAME, group:NAME, robot:NAME, anonymous, authenticated) and scope")
@@ -225,12 +256,14 @@ async def add_policy(registry: Registry, request: Request, ctx: Actor, _: dict[s
 
 @route("DELETE", "/policies/(?P<id>[0-9]{1,18})")
 async def remove_policy(registry: Registry, request: Request, ctx: Actor, args: dict[str, str]) -> tuple[int, Any]:
+    """Delete a policy."""
     registry.authority.remove_policy(ctx, int(args["id"]))
     return 200, {"deleted": int(args["id"])}
 
 
 @route("GET", "/audit")
 async def audit(registry: Registry, request: Request, ctx: Actor, _: dict[str, str]) -> tuple[int, Any]:
+    """The audit trail, newest first; ?since=24h&actor=&action=&target=&limit= filter it."""
     since = request.query("since")
     limit = request.query("limit") or "100"
     if not limit.isdigit() or not 0 < int(limit) <= 10_000:
@@ -247,11 +280,13 @@ async def audit(registry: Registry, request: Request, ctx: Actor, _: dict[str, s
 
 @route("GET", "/usage")
 async def usage(registry: Registry, request: Request, ctx: Actor, _: dict[str, str]) -> tuple[int, Any]:
+    """Bytes of unique stored blobs per repository and quota namespace, with limits."""
     return 200, usage_report(registry.meta, registry.config.quotas)
 
 
 @route("DELETE", "/repositories/(?P<name>.+)")
 async def remove_repository(registry: Registry, request: Request, ctx: Actor, args: dict[str, str]) -> tuple[int, Any]:
+    """Delete a repository: tags, manifests, uploads; blobs go at the next GC."""
     name = validate_name(args["name"])
     try:
         deleted = delete_repository(registry.meta, registry.blobs, name, registry.immutable_rule(name), ctx)
@@ -266,4 +301,5 @@ async def remove_repository(registry: Registry, request: Request, ctx: Actor, ar
 
 @route("POST", "/keys/rotate")
 async def rotate_keys(registry: Registry, request: Request, ctx: Actor, _: dict[str, str]) -> tuple[int, Any]:
+    """Sign new tokens with a new key; tokens signed before stay valid until they expire."""
     return 200, {"active": registry.authority.rotate_keys(ctx)}
