@@ -68,7 +68,7 @@ class Gate:
         if self.realm:
             return self.realm
         scheme = request.scope.get("scheme", "http")
-        host = request.headers.get("host") or "localhost"
+        host = (request.headers.get("host") or "localhost").replace('"', "")
         return f"{scheme}://{host}/token"
 
     def challenge(self, request: Request, scope: str | None = None, error: str | None = None) -> dict[str, str]:

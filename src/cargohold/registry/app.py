@@ -174,6 +174,8 @@ class Registry:
                 await admin_api.serve(self, request, res)
                 return
             raise RegistryError(ErrorCode.NOT_FOUND, f"no such endpoint: {request.path[:200]}")
+        if route.name:
+            validate_name(route.name)  # before the gate, which names the repository in challenges and audit
         if self.gate is not None:
             request.caller = self.gate.admit(request, route)
         method = request.method
@@ -186,7 +188,7 @@ class Registry:
             names, headers = page(request, self.meta.list_repositories)
             await res.json(200, {"repositories": names}, headers)
             return
-        name = validate_name(route.name)
+        name = route.name
         if route.endpoint == "manifest":
             if method in ("GET", "HEAD"):
                 await manifests.get(self, request, res, name, route.arg, head=method == "HEAD")
