@@ -20,8 +20,8 @@ from .scopes import CATALOG, REPOSITORY_ACTIONS, Grant, Scope, allowed_actions, 
 from .store import AuthStore, AuthStoreError, Principal, Validity
 from .tokens import TokenService
 
-# A successful basic login is remembered this long, so clients that send their password on
-# every request do not pay for argon2 each time; a changed password takes effect after it.
+# A successful basic login is remembered this long (each reuse re-checked in one query, see
+# login); grants read with it, and anonymous grants, may lag a policy change by as much.
 LOGIN_CACHE_SECONDS = 30.0
 GRANT_CACHE_SECONDS = 10.0
 
