@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 
 from ..oci.digest import Digest
+from ..oci.errors import RegistryError
 from ..storage.blobstore import FilesystemBlobStore
 from ..storage.metadata import SQLiteMetadataStore
 
@@ -87,12 +88,20 @@ def collect_garbage(
             if len(batch) < BATCH:
                 break
 
+    # Files with no record: compare the walk with one snapshot of the records, then look
+    # closer (age, a locked re-check in `reclaim`) only at the few names it lacks.
     started = time.perf_counter()
-    strays = [
-        digest
-        for digest in store.blob_files()
-        if (mtime := store.blob_mtime(digest)) is not None and mtime < cutoff and unrecorded(digest)
-    ]
+    recorded = meta.blob_digests()
+    strays = []
+    for name in store.blob_file_names():
+        if name in recorded:
+            continue
+        try:
+            digest = Digest.parse(name)
+        except RegistryError:
+            continue  # not a blob (the prefix lock file)
+        if (mtime := store.blob_mtime(digest)) is not None and mtime < cutoff and unrecorded(digest):
+            strays.append(digest)
     report.orphan_files = len(strays) if dry_run else len(store.reclaim(strays, unrecorded))
     report.storage_seconds += time.perf_counter() - started
     return report

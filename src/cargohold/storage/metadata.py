@@ -217,6 +217,10 @@ class SQLiteMetadataStore:
                 return None
         return int(row[0])
 
+    def blob_digests(self) -> set[str]:
+        """Every recorded blob's digest."""
+        return {row[0] for row in self._db.execute("SELECT digest FROM blob")}
+
     def blob_recorded(self, digest: str) -> bool:
         return self._db.execute("SELECT 1 FROM blob WHERE digest = ?", (digest,)).fetchone() is not None
 
