@@ -108,6 +108,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=4.0, help="length of each pull window (--pull-under-gc)")
     parser.add_argument("--rounds", type=int, default=5, help="windows of each kind, alternating (--pull-under-gc)")
     parser.add_argument("--clients", type=int, default=8, help="concurrent pulling connections (--pull-under-gc)")
+    parser.add_argument("--gc-nice", type=int, default=0, help="niceness of the collector loop (--pull-under-gc)")
     parser.add_argument("--quick", action="store_true", help="a small store and 1 s windows: a smoke run")
     parser.add_argument("--json", type=Path, metavar="FILE", help="write the --pull-under-gc figures as JSON")
     args = parser.parse_args()
@@ -150,12 +151,13 @@ def main() -> None:
 # A collector in its own process, looping like `cargohold gc` run back to back; it says when
 # its imports are done so that start-up is not counted in the window.
 COLLECTOR_LOOP = """
-import sys, time
+import os, sys
 from pathlib import Path
 from cargohold.lifecycle.gc import collect_garbage
 from cargohold.storage.blobstore import FilesystemBlobStore
 from cargohold.storage.metadata import SQLiteMetadataStore
 data = Path(sys.argv[1])
+os.nice(int(sys.argv[2]))
 meta, store = SQLiteMetadataStore(data / "metadata.sqlite3"), FilesystemBlobStore(data)
 print("ready", flush=True)
 passes = freed = 0
@@ -291,7 +293,8 @@ def pull_main(args: argparse.Namespace) -> None:
         print(
             f"built {blobs:,} blobs of 16 KiB and {manifests:,} manifests in {time.perf_counter() - started:.1f}s; "
             f"pulling the {len(kept):,} kept images with {args.clients} connections, {rounds} round(s) of "
-            f"{seconds:g} s without and with GC; {batch} manifests deleted before each GC window"
+            f"{seconds:g} s without and with GC (collector at nice {args.gc_nice}); "
+            f"{batch} manifests deleted before each GC window"
         )
         server, port = start_registry(root, root / "server.log")
         # Warm-up: the page cache, and the first read of each kept blob refreshes its last use.
@@ -310,7 +313,9 @@ def pull_main(args: argparse.Namespace) -> None:
                     meta.delete_manifest("bench/gc", digests[m])
                 doomed = doomed[batch:]
                 collector = subprocess.Popen(
-                    [sys.executable, "-c", COLLECTOR_LOOP, str(root)], stdout=subprocess.PIPE, text=True
+                    [sys.executable, "-c", COLLECTOR_LOOP, str(root), str(args.gc_nice)],
+                    stdout=subprocess.PIPE,
+                    text=True,
                 )
                 assert collector.stdout is not None
                 if collector.stdout.readline().strip() != "ready":
@@ -350,6 +355,7 @@ def pull_main(args: argparse.Namespace) -> None:
                         "manifests": manifests,
                         "seconds": seconds,
                         "rounds": rounds,
+                        "gc_nice": args.gc_nice,
                         "without_gc": without,
                         "with_gc": with_gc,
                         "images_per_s_without_gc": median_without,
