@@ -151,13 +151,14 @@ def main() -> None:
 # A collector in its own process, looping like `cargohold gc` run back to back; it says when
 # its imports are done so that start-up is not counted in the window.
 COLLECTOR_LOOP = """
-import os, sys
+import os, signal, sys
 from pathlib import Path
 from cargohold.lifecycle.gc import collect_garbage
 from cargohold.storage.blobstore import FilesystemBlobStore
 from cargohold.storage.metadata import SQLiteMetadataStore
 data = Path(sys.argv[1])
 os.nice(int(sys.argv[2]))
+signal.signal(signal.SIGINT, signal.default_int_handler)  # a shell's background job inherits it ignored
 meta, store = SQLiteMetadataStore(data / "metadata.sqlite3"), FilesystemBlobStore(data)
 print("ready", flush=True)
 passes = freed = 0
