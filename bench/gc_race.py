@@ -47,6 +47,7 @@ REGISTRIES = ("cargohold", "docker-registry")
 ROWS = [
     ("images pushed (manifest PUT 201)", lambda r: f"{r.pushed} / {r.images}"),
     ("manifest PUTs refused, then retried", lambda r: r.manifest_retries),
+    ("blob uploads refused", lambda r: r.uploads_refused),
     ("images deleted", lambda r: r.deleted),
     ("tags surviving / expected", lambda r: f"{r.tags_surviving} / {r.tags_expected}"),
     ("images failing to pull (skopeo) or lost", lambda r: r.images_failing),

@@ -198,6 +198,7 @@ def test_kill_9_during_pushes_and_gc_twenty_times(tmp_path: Path) -> None:
     env = {"CARGOHOLD_GC_INTERVAL": "0.2s", "CARGOHOLD_GC_GRACE": f"{GRACE:g}s", "CARGOHOLD_UPLOAD_MAX_AGE": "1h"}
     server = Cargohold(tmp_path / "registry", extra_env=env)
     started = time.monotonic()
+    collector: subprocess.Popen[bytes] | None = None
     try:
         server.start()
         for round_no in range(ROUNDS):
@@ -254,4 +255,6 @@ def test_kill_9_during_pushes_and_gc_twenty_times(tmp_path: Path) -> None:
         server.start()
         assert verify(server, ledger) == []
     finally:
+        if collector is not None and collector.poll() is None:
+            os.killpg(collector.pid, signal.SIGKILL)
         server.stop()

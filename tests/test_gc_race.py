@@ -55,6 +55,7 @@ def test_200_pushes_race_gc_and_deletes_then_every_survivor_pulls_through_skopeo
     # A push that outlasts the 1 s grace on this slow machine is refused and retried: allowed,
     # but it must stay the exception.
     assert result.manifest_retries < IMAGES / 4, f"{result.manifest_retries} manifest retries"
+    assert result.uploads_refused == 0
     assert result.deleted == deletions
     assert result.gc_failures == 0, result.gc_errors
     assert result.gc_runs >= 3, "the collector loop should have run throughout the pushes"

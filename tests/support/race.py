@@ -50,6 +50,7 @@ class RaceResult:
     pushed: int = 0  # manifest PUT answered 201 (possibly after retries)
     push_failures: list[str] = field(default_factory=list)  # never got their 201
     manifest_retries: int = 0  # manifest PUTs refused because a blob had gone, then sent again
+    uploads_refused: int = 0  # blob uploads that did not end in 201
     deleted: int = 0  # DELETE answered 202
     tags_expected: int = 0  # pushed and not deleted
     tags_surviving: int = 0  # tags the registry lists afterwards
@@ -105,25 +106,25 @@ def _upload(client: httpx.Client, repo: str, blob: bytes) -> bool:
     return done.status_code == 201
 
 
-def push(client: httpx.Client, reference: str, image: Image, rng: random.Random) -> tuple[bool, int]:
+def push(client: httpx.Client, reference: str, image: Image, rng: random.Random) -> tuple[bool, int, int]:
     """Push like a real client: HEAD each blob, upload the missing ones, PUT the manifest. A
     registry that lost a blob in between refuses the manifest; the client then checks its blobs
-    again and resends. Returns (got 201, manifest retries)."""
+    again and resends. Returns (got 201, manifest retries, blob uploads refused)."""
     repo, tag = reference.split(":")
-    retries = 0
+    retries = refused = 0
     for attempt in range(8):
         for blob in [image.config, *image.layers]:
-            if client.head(f"/v2/{repo}/blobs/{sha256(blob)}").status_code != 200:
-                _upload(client, repo, blob)
+            if client.head(f"/v2/{repo}/blobs/{sha256(blob)}").status_code != 200 and not _upload(client, repo, blob):
+                refused += 1
             time.sleep(rng.uniform(0, 0.03))  # clients pause between requests; it widens the race
         response = client.put(
             f"/v2/{repo}/manifests/{tag}", content=image.manifest, headers={"content-type": OCI_MANIFEST}
         )
         if response.status_code == 201:
-            return True, retries
+            return True, retries, refused
         retries += 1
         time.sleep(0.05 * (attempt + 1))
-    return False, retries
+    return False, retries, refused
 
 
 class CollectorLoop:
@@ -223,9 +224,10 @@ def run_race(
     def push_one(reference: str) -> None:
         rng = random.Random(f"{seed}:{reference}")
         with httpx.Client(base_url=target.url, timeout=120) as client:
-            ok, retries = push(client, reference, images[reference], rng)
+            ok, retries, refused = push(client, reference, images[reference], rng)
         with lock:
             result.manifest_retries += retries
+            result.uploads_refused += refused
             if ok:
                 pushed.add(reference)
             else:
