@@ -10,11 +10,13 @@ machine: under 30 s in all.
 garbage-to-be) while clients pull whole images (manifest by tag, then each blob) for a few
 seconds with no GC, then for as long with a collector looping in another process, in
 alternating rounds; before each GC window another batch of manifests is deleted so the
-collector has garbage to free. Reported: the median pull rate of each, and the median over rounds of with/without.
-Target: pulls while GC runs within 20 % of pulls without (ratio >= 0.8).
+collector has garbage to free. Reported: the median pull rate of each, and the median over
+rounds of with/without. Target: pulls while GC runs within 20 % of pulls without (ratio >= 0.8).
+With --gc-mode serve, the GC windows are served by a second registry process on the same data
+whose own scheduled GC runs every second (in a thread of the serving process).
 
     .venv/bin/python bench/gc_bench.py [--blobs 100000] [--manifests 10000] [--keep-temp]
-    .venv/bin/python bench/gc_bench.py --pull-under-gc [--seconds 4] [--rounds 5] [--quick] [--json FILE]
+    .venv/bin/python bench/gc_bench.py --pull-under-gc [--gc-mode loop|serve] [--gc-nice N] [--quick]
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import json
 import multiprocessing
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -108,6 +111,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=4.0, help="length of each pull window (--pull-under-gc)")
     parser.add_argument("--rounds", type=int, default=5, help="windows of each kind, alternating (--pull-under-gc)")
     parser.add_argument("--clients", type=int, default=8, help="concurrent pulling connections (--pull-under-gc)")
+    parser.add_argument(
+        "--gc-mode",
+        choices=["loop", "serve"],
+        default="loop",
+        help="--pull-under-gc: a collector looping in another process, or serve's own GC every second",
+    )
     parser.add_argument("--gc-nice", type=int, default=0, help="niceness of the collector loop (--pull-under-gc)")
     parser.add_argument("--quick", action="store_true", help="a small store and 1 s windows: a smoke run")
     parser.add_argument("--json", type=Path, metavar="FILE", help="write the --pull-under-gc figures as JSON")
@@ -177,11 +186,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_registry(data: Path, log: Path) -> tuple[subprocess.Popen[bytes], int]:
-    """cargohold on a free port, with its own scheduled GC off: the bench decides when GC runs."""
+def start_registry(data: Path, log: Path, gc_interval: str = "0") -> tuple[subprocess.Popen[bytes], int]:
+    """cargohold on a free port; its own scheduled GC is off unless `gc_interval` says otherwise."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CARGOHOLD_")}
-    env["CARGOHOLD_GC_INTERVAL"] = "0"
+    env["CARGOHOLD_GC_INTERVAL"] = gc_interval
     with open(log, "ab") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "cargohold", "serve", "--listen", f"127.0.0.1:{port}", "--data", str(data)],
@@ -291,11 +300,11 @@ def pull_main(args: argparse.Namespace) -> None:
                 "(SELECT child FROM manifest_ref WHERE repo = 'bench/gc' AND manifest = ?)",
                 [(digests[m],) for m in doomed],
             )
+        collector = "serve's own GC every second" if args.gc_mode == "serve" else f"a loop at nice {args.gc_nice}"
         print(
             f"built {blobs:,} blobs of 16 KiB and {manifests:,} manifests in {time.perf_counter() - started:.1f}s; "
             f"pulling the {len(kept):,} kept images with {args.clients} connections, {rounds} round(s) of "
-            f"{seconds:g} s without and with GC (collector at nice {args.gc_nice}); "
-            f"{batch} manifests deleted before each GC window"
+            f"{seconds:g} s without and with GC ({collector}); {batch} manifests deleted before each GC window"
         )
         server, port = start_registry(root, root / "server.log")
         # Warm-up: the page cache, and the first read of each kept blob refreshes its last use.
@@ -309,6 +318,23 @@ def pull_main(args: argparse.Namespace) -> None:
                 if not gc_on:
                     without.append(pull_window(port, kept, seconds, args.clients))
                     print(f"  round {round_no + 1} without GC: {fmt_window(without[-1])}")
+                    continue
+                if args.gc_mode == "serve":
+                    # A second server on the same data, collecting every second in a thread of
+                    # the serving process, serves this window; the first one has GC off.
+                    log = root / f"server-gc-{round_no}.log"
+                    gc_server, gc_port = start_registry(root, log, gc_interval="1s")
+                    for m in doomed[:batch]:
+                        meta.delete_manifest("bench/gc", digests[m])
+                    doomed = doomed[batch:]
+                    with_gc.append(pull_window(gc_port, kept, seconds, args.clients))
+                    gc_server.terminate()
+                    gc_server.wait(15)
+                    round_freed = sum(int(n) for n in re.findall(r"manifest\(s\), (\d+) blob", log.read_text()))
+                    freed += round_freed
+                    with_gc[-1] |= {"gc_freed_blobs": round_freed}
+                    print(f"  round {round_no + 1} with GC:    {fmt_window(with_gc[-1])}, "
+                          f"serve's GC freed {round_freed} blobs")  # fmt: skip
                     continue
                 for m in doomed[:batch]:
                     meta.delete_manifest("bench/gc", digests[m])
@@ -343,9 +369,11 @@ def pull_main(args: argparse.Namespace) -> None:
         verdict = "PASS" if ratio >= 0.8 and errors == 0 else "MISS"
         print(
             f"pulls without GC: {median_without:,.0f} images/s ({mbps_without:,.1f} MB/s); "
-            f"with GC looping: {median_with:,.0f} images/s ({mbps_with:,.1f} MB/s); "
+            f"with {collector}: {median_with:,.0f} images/s ({mbps_with:,.1f} MB/s); "
             f"ratio {ratio:.2f} (median of {rounds} rounds' with/without: "
-            f"{', '.join(f'{r:.2f}' for r in pairs)}); {passes} GC passes freed {freed} blobs; "
+            f"{', '.join(f'{r:.2f}' for r in pairs)}); "
+            + (f"{passes} GC passes " if args.gc_mode == "loop" else "GC ")
+            + f"freed {freed} blobs; "
             f"{errors} failed pulls; goal >= 0.80: {verdict}"
         )
         if args.json:
@@ -356,6 +384,7 @@ def pull_main(args: argparse.Namespace) -> None:
                         "manifests": manifests,
                         "seconds": seconds,
                         "rounds": rounds,
+                        "gc_mode": args.gc_mode,
                         "gc_nice": args.gc_nice,
                         "without_gc": without,
                         "with_gc": with_gc,

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import psutil
+import pytest
 
 from tests.support.servers import require_tool
 
@@ -75,10 +76,11 @@ GC_BENCH = ROOT / "bench" / "gc_bench.py"
 GC_RACE = ROOT / "bench" / "gc_race.py"
 
 
-def test_pull_under_gc_quick_run(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["loop", "serve"])
+def test_pull_under_gc_quick_run(tmp_path: Path, mode: str) -> None:
     report = tmp_path / "pull.json"
     done = subprocess.run(
-        [sys.executable, str(GC_BENCH), "--pull-under-gc", "--quick", "--json", str(report)],
+        [sys.executable, str(GC_BENCH), "--pull-under-gc", "--quick", "--gc-mode", mode, "--json", str(report)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -90,7 +92,7 @@ def test_pull_under_gc_quick_run(tmp_path: Path) -> None:
     assert data["errors"] == 0, "pulls failed while GC ran"
     for window in data["without_gc"] + data["with_gc"]:
         assert window["images_per_s"] > 0
-    assert data["ratio"] > 0
+    assert data["ratio"] > 0 and data["gc_mode"] == mode
     assert "ratio" in done.stdout
 
 
