@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import psutil
+import pytest
 
 from tests.support.servers import require_tool
 
@@ -69,6 +70,51 @@ def test_quick_run_measures_every_figure_for_both_registries(tmp_path: Path) -> 
         pid = data["targets"][name]["pid"]
         assert pid is not None
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+GC_BENCH = ROOT / "bench" / "gc_bench.py"
+GC_RACE = ROOT / "bench" / "gc_race.py"
+
+
+@pytest.mark.parametrize("mode", ["loop", "serve"])
+def test_pull_under_gc_quick_run(tmp_path: Path, mode: str) -> None:
+    report = tmp_path / "pull.json"
+    done = subprocess.run(
+        [sys.executable, str(GC_BENCH), "--pull-under-gc", "--quick", "--gc-mode", mode, "--json", str(report)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, f"stdout:\n{done.stdout[-4000:]}\nstderr:\n{done.stderr[-4000:]}"
+    data = json.loads(report.read_text())
+    assert len(data["without_gc"]) == len(data["with_gc"]) == data["rounds"] == 1
+    assert data["errors"] == 0, "pulls failed while GC ran"
+    for window in data["without_gc"] + data["with_gc"]:
+        assert window["images_per_s"] > 0
+    assert data["ratio"] > 0 and data["gc_mode"] == mode
+    assert "ratio" in done.stdout
+
+
+def test_gc_race_small_run_reports_both_registries(tmp_path: Path) -> None:
+    require_tool("docker-registry")
+    require_tool("skopeo")
+    report = tmp_path / "race.json"
+    done = subprocess.run(
+        [sys.executable, str(GC_RACE), "--images", "24", "--gc-pause", "0.5", "--json", str(report)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    assert done.returncode == 0, f"stdout:\n{done.stdout[-4000:]}\nstderr:\n{done.stderr[-4000:]}"
+    results = {r["registry"]: r for r in json.loads(report.read_text())["results"]}
+    assert set(results) == set(REGISTRIES)
+    ours = results["cargohold"]
+    assert (ours["pushed"], ours["images_failing"], ours["unreferenced_blobs"]) == (24, 0, 0)
+    # The reference's losses depend on timing: reported, not asserted.
+    assert results["docker-registry"]["gc_runs"] > 0
+    assert "images failing to pull" in done.stdout
 
 
 def test_auth_bench_quick_run(tmp_path: Path) -> None:

@@ -249,3 +249,70 @@ def test_manifests_nothing_keeps_alive_are_collected(fresh_cargohold: Cargohold)
         assert report["manifests"] == 3
         assert report["blobs"] == sum(1 + len(child.layers) for child in children)
     assert_store_consistent(data)
+
+
+def _counts(data: Path) -> tuple[int, int, int]:
+    with sqlite3.connect(data / "metadata.sqlite3") as db:
+        manifests = db.execute("SELECT count(*) FROM manifest").fetchone()[0]
+        blobs = db.execute("SELECT count(*) FROM blob").fetchone()[0]
+    files = sum(1 for p in (data / "blobs").glob("*/*/*") if p.name != ".lock")
+    return manifests, blobs, files
+
+
+def test_dry_run_previews_manifests_and_the_blobs_they_free(fresh_cargohold: Cargohold) -> None:
+    """`gc --dry-run` names the manifests a collection would delete (an orphaned referrer, an
+    untagged manifest past --untagged-age) and counts the blobs only they reference, changing
+    nothing; the real collection then frees exactly that."""
+    repo, data = "gc/preview", fresh_cargohold.data
+    subject, loose, kept = make_image(), make_image(), make_image()
+    with httpx.Client(base_url=fresh_cargohold.url) as c:
+        push_image(c, repo, subject, "v1")
+        push_image(c, repo, loose)  # untagged
+        push_image(c, repo, kept, "v2")
+        empty_config = b'{"preview":true}'
+        push_blob(c, repo, empty_config)
+        referrer = canonical(
+            {
+                "schemaVersion": 2,
+                "mediaType": OCI_MANIFEST,
+                "artifactType": "application/vnd.example.sbom",
+                "config": descriptor("application/vnd.oci.empty.v1+json", empty_config),
+                "layers": [],
+                "subject": descriptor(OCI_MANIFEST, subject.manifest),
+            }
+        )
+        headers = {"content-type": OCI_MANIFEST}
+        assert c.put(f"/v2/{repo}/manifests/{sha256(referrer)}", content=referrer, headers=headers).status_code == 201
+        assert c.delete(f"/v2/{repo}/manifests/{subject.digest}").status_code == 202
+    age_manifests(data, 7200)
+    age_blobs(data, 7200)
+    before = _counts(data)
+
+    preview = gc(data, "--dry-run", "--untagged-age", "1h")
+    assert preview["dry_run"] is True
+    assert sorted(preview["manifest_list"]) == sorted([f"{repo}@{loose.digest}", f"{repo}@{sha256(referrer)}"])
+    assert preview["manifests"] == 2
+    # The subject's blobs (already unreferenced), the loose image's and the referrer's config.
+    freed = [subject.config, *subject.layers, loose.config, *loose.layers, empty_config]
+    assert (preview["blobs"], preview["bytes"]) == (len(freed), sum(len(b) for b in freed))
+    assert _counts(data) == before, "a dry run must change nothing"
+
+    text = subprocess.run(
+        [sys.executable, "-m", "cargohold", "gc", "--data", str(data), "--dry-run", "--untagged-age", "1h"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    assert f"would free manifest {repo}@{loose.digest}" in text
+    assert f"would free manifest {repo}@{sha256(referrer)}" in text
+    assert f"would free 2 manifest(s), {len(freed)} blob(s)" in text
+    assert _counts(data) == before
+
+    report = gc(data, "--untagged-age", "1h")
+    assert sorted(report["manifest_list"]) == sorted(preview["manifest_list"])
+    assert (report["blobs"], report["bytes"]) == (preview["blobs"], preview["bytes"])
+    with httpx.Client(base_url=fresh_cargohold.url) as c:
+        assert c.get(f"/v2/{repo}/manifests/v2").content == kept.manifest
+        assert pulls_completely(c, repo, kept)
+    assert_store_consistent(data)

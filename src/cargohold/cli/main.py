@@ -132,13 +132,20 @@ def gc(
 ) -> None:
     """Free what nothing references, safely while the registry serves pushes.
 
-    Referrers whose subject is gone go too. --dry-run previews blobs only.
+    Referrers whose subject is gone go too, and with --untagged-age untagged manifests.
+    --dry-run lists the manifests that would go and counts the blobs and files.
     """
     from ..lifecycle.gc import collect_garbage
 
     config = _config(config_file, data=data, gc_grace=grace, gc_untagged_age=untagged_age)
     report = collect_garbage(*_stores(config), config.gc_grace, dry_run=dry_run, untagged_age=config.gc_untagged_age)
-    click.echo(json.dumps(asdict(report), indent=2) if as_json else report.summary())
+    if as_json:
+        click.echo(json.dumps(asdict(report), indent=2))
+        return
+    if dry_run:
+        for manifest in report.manifest_list:
+            click.echo(f"would free manifest {manifest}")
+    click.echo(report.summary())
 
 
 @cli.command()

@@ -12,9 +12,10 @@ a crash between the two steps, go once they are older than the grace period.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..oci.digest import Digest
+from ..oci.errors import RegistryError
 from ..storage.blobstore import FilesystemBlobStore
 from ..storage.metadata import SQLiteMetadataStore
 
@@ -25,6 +26,7 @@ BATCH = 500
 class GCReport:
     dry_run: bool
     manifests: int = 0
+    manifest_list: list[str] = field(default_factory=list)  # as repo@digest
     blobs: int = 0
     bytes: int = 0
     orphan_files: int = 0
@@ -49,38 +51,57 @@ def collect_garbage(
     untagged_age: float = 0,
 ) -> GCReport:
     """Collect manifests nothing keeps alive (see `delete_unreachable_manifests`; untagged
-    ones only when `untagged_age` > 0), then blobs nothing references, then stray files."""
+    ones only when `untagged_age` > 0), then blobs nothing references, then stray files.
+
+    A dry run reports the same three, including the blobs that only the doomed manifests
+    reference, and changes nothing."""
     now = time.time() if now is None else now
     cutoff = now - grace
     report = GCReport(dry_run)
-    if not dry_run:
-        started = time.perf_counter()
-        untagged_before = now - untagged_age if untagged_age > 0 else None
-        report.manifests = len(meta.delete_unreachable_manifests(cutoff, untagged_before))
-        report.database_seconds += time.perf_counter() - started
+    untagged_before = now - untagged_age if untagged_age > 0 else None
 
     def unrecorded(digest: Digest) -> bool:
         return not meta.blob_recorded(str(digest))
 
-    while True:
+    if dry_run:
         started = time.perf_counter()
-        batch = meta.unreferenced_blobs(cutoff) if dry_run else meta.delete_unreferenced_blobs(cutoff, BATCH)
+        report.manifest_list, blobs = meta.collection_preview(cutoff, untagged_before, cutoff)
+        report.manifests = len(report.manifest_list)
+        report.blobs = len(blobs)
+        report.bytes = sum(size for _, size in blobs)
         report.database_seconds += time.perf_counter() - started
+    else:
         started = time.perf_counter()
-        sizes = {Digest.parse(text): size for text, size in batch}
-        gone = list(sizes) if dry_run else store.reclaim(sizes, unrecorded)
-        report.blobs += len(gone)
-        report.bytes += sum(sizes[digest] for digest in gone)
-        report.storage_seconds += time.perf_counter() - started
-        if dry_run or len(batch) < BATCH:
-            break
+        report.manifest_list = meta.delete_unreachable_manifests(cutoff, untagged_before)
+        report.manifests = len(report.manifest_list)
+        report.database_seconds += time.perf_counter() - started
+        while True:
+            started = time.perf_counter()
+            batch = meta.delete_unreferenced_blobs(cutoff, BATCH)
+            report.database_seconds += time.perf_counter() - started
+            started = time.perf_counter()
+            sizes = {Digest.parse(text): size for text, size in batch}
+            gone = store.reclaim(sizes, unrecorded)
+            report.blobs += len(gone)
+            report.bytes += sum(sizes[digest] for digest in gone)
+            report.storage_seconds += time.perf_counter() - started
+            if len(batch) < BATCH:
+                break
 
+    # Files with no record: compare the walk with one snapshot of the records, then look
+    # closer (age, a locked re-check in `reclaim`) only at the few names it lacks.
     started = time.perf_counter()
-    strays = [
-        digest
-        for digest in store.blob_files()
-        if (mtime := store.blob_mtime(digest)) is not None and mtime < cutoff and unrecorded(digest)
-    ]
+    recorded = meta.blob_digests()
+    strays = []
+    for name in store.blob_file_names():
+        if name in recorded:
+            continue
+        try:
+            digest = Digest.parse(name)
+        except RegistryError:
+            continue  # not a blob (the prefix lock file)
+        if (mtime := store.blob_mtime(digest)) is not None and mtime < cutoff and unrecorded(digest):
+            strays.append(digest)
     report.orphan_files = len(strays) if dry_run else len(store.reclaim(strays, unrecorded))
     report.storage_seconds += time.perf_counter() - started
     return report

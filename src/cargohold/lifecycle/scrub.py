@@ -36,22 +36,31 @@ def _hash_file(store: FilesystemBlobStore, digest: Digest) -> str:
 
 def scrub(meta: SQLiteMetadataStore, store: FilesystemBlobStore) -> ScrubReport:
     """Check every recorded blob against its file. Unrecorded files are listed, not judged:
-    an upload finishing right now writes its file just before its record."""
+    an upload finishing right now writes its file just before its record.
+
+    Garbage collection may run meanwhile: it deletes a blob's record and then its file, so a
+    file that vanished is reported missing only if its record is still there. (The records
+    are read into a list first: an open cursor would keep the snapshot it started with.)"""
     report = ScrubReport()
-    recorded: set[str] = set()
-    for text, size in meta.blob_records():
-        recorded.add(text)
+    records = list(meta.blob_records())
+    recorded = {text for text, _ in records}
+    for text, size in records:
         digest = Digest.parse(text)
         stored_size = store.blob_size(digest)
-        if stored_size is None:
-            report.missing.append(text)
-            continue
-        if stored_size != size:
+        if stored_size is not None and stored_size != size:
             report.wrong_size.append(text)
+            continue
+        try:
+            actual = None if stored_size is None else _hash_file(store, digest)
+        except FileNotFoundError:
+            actual = None
+        if actual is None:
+            if meta.blob_recorded(text):
+                report.missing.append(text)
             continue
         report.checked += 1
         report.bytes_checked += size
-        if _hash_file(store, digest) != digest.encoded:
+        if actual != digest.encoded:
             report.corrupt.append(text)
     report.unrecorded = sorted(str(d) for d in store.blob_files() if str(d) not in recorded)
     return report

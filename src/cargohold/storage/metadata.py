@@ -218,25 +218,23 @@ class SQLiteMetadataStore:
                 return None
         return int(row[0])
 
+    def blob_digests(self) -> set[str]:
+        """Every recorded blob's digest."""
+        return {row[0] for row in self._db.execute("SELECT digest FROM blob")}
+
     def blob_recorded(self, digest: str) -> bool:
         return self._db.execute("SELECT 1 FROM blob WHERE digest = ?", (digest,)).fetchone() is not None
 
-    def unreferenced_blobs(self, touched_before: float, limit: int | None = None) -> list[tuple[str, int]]:
-        """Blobs no manifest in any repository references, untouched since `touched_before`."""
-        sql = _UNREFERENCED + (" LIMIT ?" if limit is not None else "")
-        params = (touched_before, limit) if limit is not None else (touched_before,)
-        return [(row[0], row[1]) for row in self._db.execute(sql, params)]
-
-    def delete_unreachable_manifests(self, created_before: float, untagged_before: float | None) -> list[str]:
-        """Delete manifests nothing keeps alive; returns them as `repo@digest`.
+    @staticmethod
+    def _doomed_manifests_cte(untagged_before: float | None) -> str:
+        """`WITH` clauses naming `doomed(repo, digest)`: the manifests nothing keeps alive.
 
         Alive: tagged; untagged without a subject when `untagged_before` is None or they are
         newer than it; children of an alive index; referrers whose subject is alive. Nothing
-        created after `created_before` goes (a push may still be assembling its index).
-        The whole judgement runs inside one write transaction.
+        created after `:created_before` is doomed (a push may still be assembling its index).
         """
         keep_untagged = "1" if untagged_before is None else "m.created >= :untagged_before"
-        sql = f"""
+        return f"""
             WITH RECURSIVE alive(repo, digest) AS (
                 SELECT repo, digest FROM tag
                 UNION
@@ -246,16 +244,48 @@ class SQLiteMetadataStore:
                     JOIN alive a ON r.repo = a.repo AND r.manifest = a.digest WHERE r.kind = 'manifest'
                 UNION
                 SELECT m.repo, m.digest FROM manifest m JOIN alive a ON m.repo = a.repo AND m.subject = a.digest
+            ),
+            doomed(repo, digest) AS (
+                SELECT repo, digest FROM manifest m WHERE m.created < :created_before
+                    AND NOT EXISTS (SELECT 1 FROM alive a WHERE a.repo = m.repo AND a.digest = m.digest)
             )
-            SELECT repo, digest FROM manifest m WHERE m.created < :created_before
-                AND NOT EXISTS (SELECT 1 FROM alive a WHERE a.repo = m.repo AND a.digest = m.digest)
         """
+
+    def delete_unreachable_manifests(self, created_before: float, untagged_before: float | None) -> list[str]:
+        """Delete manifests nothing keeps alive (`_doomed_manifests_cte`); returns them as
+        `repo@digest`. The whole judgement runs inside one write transaction."""
+        sql = self._doomed_manifests_cte(untagged_before) + "SELECT repo, digest FROM doomed"
         params = {"created_before": created_before, "untagged_before": untagged_before}
         with self.transaction() as db:
             doomed = db.execute(sql, params).fetchall()
             db.executemany("DELETE FROM manifest_ref WHERE repo = ? AND manifest = ?", doomed)
             db.executemany("DELETE FROM manifest WHERE repo = ? AND digest = ?", doomed)
         return [f"{repo}@{digest}" for repo, digest in doomed]
+
+    def collection_preview(
+        self, created_before: float, untagged_before: float | None, touched_before: float
+    ) -> tuple[list[str], list[tuple[str, int]]]:
+        """What a collection would free, changing nothing: the manifests `delete_unreachable_manifests`
+        would delete (as `repo@digest`), and the blobs nothing would reference once they are gone
+        (untouched since `touched_before`). One read transaction, so both come from one snapshot."""
+        cte = self._doomed_manifests_cte(untagged_before)
+        params = {
+            "created_before": created_before,
+            "untagged_before": untagged_before,
+            "touched_before": touched_before,
+        }
+        blobs_sql = cte + (
+            "SELECT digest, size FROM blob WHERE last_touched < :touched_before AND NOT EXISTS ("
+            "SELECT 1 FROM manifest_ref r WHERE r.child = blob.digest AND NOT EXISTS ("
+            "SELECT 1 FROM doomed d WHERE d.repo = r.repo AND d.digest = r.manifest)) ORDER BY digest"
+        )
+        self._db.execute("BEGIN")
+        try:
+            manifests = [f"{repo}@{digest}" for repo, digest in self._db.execute(cte + "SELECT * FROM doomed", params)]
+            blobs = [(row[0], row[1]) for row in self._db.execute(blobs_sql, params)]
+        finally:
+            self._db.execute("COMMIT")
+        return manifests, blobs
 
     def delete_unreferenced_blobs(self, touched_before: float, limit: int) -> list[tuple[str, int]]:
         """Remove up to `limit` collectable blob records (and their links) in one transaction.
