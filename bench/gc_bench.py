@@ -304,11 +304,11 @@ def pull_main(args: argparse.Namespace) -> None:
                 "(SELECT child FROM manifest_ref WHERE repo = 'bench/gc' AND manifest = ?)",
                 [(digests[m],) for m in doomed],
             )
-        collector = "serve's own GC every second" if args.gc_mode == "serve" else f"a loop at nice {args.gc_nice}"
+        collector_text = "serve's own GC every second" if args.gc_mode == "serve" else f"a loop at nice {args.gc_nice}"
         print(
             f"built {blobs:,} blobs of 16 KiB and {manifests:,} manifests in {time.perf_counter() - started:.1f}s; "
             f"pulling the {len(kept):,} kept images with {args.clients} connections, {rounds} round(s) of "
-            f"{seconds:g} s without and with GC ({collector}); {batch} manifests deleted before each GC window"
+            f"{seconds:g} s without and with GC ({collector_text}); {batch} manifests deleted before each GC window"
         )
         server, port = start_registry(root, root / "server.log")
         # Warm-up: the page cache, and the first read of each kept blob refreshes its last use.
@@ -373,7 +373,7 @@ def pull_main(args: argparse.Namespace) -> None:
         verdict = "PASS" if ratio >= 0.8 and errors == 0 else "MISS"
         print(
             f"pulls without GC: {median_without:,.0f} images/s ({mbps_without:,.1f} MB/s); "
-            f"with {collector}: {median_with:,.0f} images/s ({mbps_with:,.1f} MB/s); "
+            f"with {collector_text}: {median_with:,.0f} images/s ({mbps_with:,.1f} MB/s); "
             f"ratio {ratio:.2f} (median of {rounds} rounds' with/without: "
             f"{', '.join(f'{r:.2f}' for r in pairs)}); "
             + (f"{passes} GC passes " if args.gc_mode == "loop" else "GC ")
