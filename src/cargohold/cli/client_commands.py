@@ -284,7 +284,7 @@ def inspect(source: str, raw: bool, show_config: bool, platform: str | None, **f
         sys.stdout.buffer.write(result)
         sys.stdout.flush()
         return
-    if flags.get("as_json") or (flags.get("quiet") is False and not sys.stdout.isatty()):
+    if flags.get("as_json"):
         click.echo(json.dumps(result, indent=2))
         return
     click.echo(_describe(result))

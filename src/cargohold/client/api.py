@@ -182,7 +182,7 @@ class Client:
         ref = self._ref(destination)
         subject_descriptor = None
         if subject:
-            subject_ref = ref.with_reference(subject) if ":" in subject and "/" not in subject else self._ref(subject)
+            subject_ref = ref.with_reference(subject) if "/" not in subject else self._ref(subject)
             payload, media_type, digest = await self.registry(subject_ref.registry).get_manifest(
                 subject_ref.repository, subject_ref.reference
             )
@@ -223,13 +223,13 @@ class Client:
         return ref.reference
 
     async def list(self, target: str) -> list[str]:
-        """Repositories of a registry (`HOST`), or tags of a repository (`HOST/REPO`)."""
+        """Repositories of a registry (`HOST`), or tags of a repository (`HOST/REPO`), sorted."""
         if "/" not in target.strip("/"):
-            return await self.registry(target).list_repositories()
+            return sorted(await self.registry(target).list_repositories())
         ref = self._ref(target)
         if ref.tag or ref.digest:
             raise ClientError(f"{target}: name a repository, not an image")
-        return await self.registry(ref.registry).list_tags(ref.repository)
+        return sorted(await self.registry(ref.registry).list_tags(ref.repository))
 
     async def inspect(self, where: str | Location, *, platform: str | None = None) -> dict[str, Any]:
         """Digest, media type, platforms of an index; config, layers, sizes and annotations of an image."""
