@@ -40,10 +40,10 @@ class CargoholdCLI:
     def json(self, *args: str | os.PathLike[str]) -> Any:
         return json.loads(self.run(*args, "--json").stdout)
 
-    def fails(self, *args: str | os.PathLike[str], timeout: float = 120) -> str:
+    def fails(self, *args: str | os.PathLike[str], timeout: float = 120, input: str | None = None) -> str:
         """Run a command that must fail: exit 1 with exactly one line on stderr, no traceback; returns it."""
         __tracebackhide__ = True
-        done = self.run(*args, check=False, timeout=timeout)
+        done = self.run(*args, check=False, timeout=timeout, input=input)
         assert done.returncode == 1, f"expected exit 1, got {done.returncode}: {done.stdout}{done.stderr}"
         lines = done.stderr.strip().splitlines()
         assert len(lines) == 1, f"expected one line on stderr, got:\n{done.stderr}"

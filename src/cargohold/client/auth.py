@@ -56,8 +56,8 @@ class Authenticator:
             return {"authorization": f"Bearer {token}"} if token else {}
         return {}
 
-    async def on_unauthorized(self, header: str | None, scopes: tuple[str, ...]) -> bool:
-        """A 401 arrived; True when a retry with new credentials can help."""
+    async def on_unauthorized(self, header: str | None, scopes: tuple[str, ...], sent_auth: bool = True) -> bool:
+        """A 401 arrived for a request (sent with or without credentials); True when a retry can help."""
         if not header:
             return False
         challenge = parse_challenge(header)
@@ -66,7 +66,7 @@ class Authenticator:
         first = self.challenge is None or self.challenge.scheme != challenge.scheme
         self.challenge = challenge
         if challenge.scheme == "basic":
-            return first and self.credentials is not None
+            return (first or not sent_auth) and self.credentials is not None
         # a rejected token may have expired or lacked a scope: fetch a fresh one (the caller retries once)
         self._tokens.pop(merge_scopes(*scopes), None)
         return True

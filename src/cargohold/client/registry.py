@@ -118,6 +118,7 @@ class RegistryClient:
         )
         self.auth = Authenticator(host, credentials, self.http)
         self._pinged = False
+        self._ping_lock = asyncio.Lock()
 
     async def __aenter__(self) -> RegistryClient:
         return self
@@ -151,7 +152,9 @@ class RegistryClient:
         Streamed responses must be closed by the caller.
         """
         if not self._pinged:
-            await self.ping()
+            async with self._ping_lock:
+                if not self._pinged:
+                    await self.ping()
         scope_tuple = tuple(scopes)
         url = self.url(path)
         authorised_again = False
@@ -172,7 +175,7 @@ class RegistryClient:
             if response.status_code == 401 and not authorised_again:
                 header = response.headers.get("www-authenticate")
                 await response.aclose()
-                if await self.auth.on_unauthorized(header, scope_tuple):
+                if await self.auth.on_unauthorized(header, scope_tuple, "authorization" in sent):
                     authorised_again = True
                     continue
                 raise self._unauthorized(response)
@@ -196,7 +199,6 @@ class RegistryClient:
 
     async def ping(self) -> None:
         """GET /v2/ once: learns whether (and how) the registry wants authentication."""
-        self._pinged = True
         url = self.url("/v2/")
         for attempt in range(self.options.retries + 1):
             try:
@@ -212,12 +214,15 @@ class RegistryClient:
                 await asyncio.sleep(retry_delay(attempt, self.options.backoff, response))
                 continue
             break
+        if response.status_code == 400 and "https" in response.text.lower():
+            raise ClientError(f"{self.host} speaks HTTPS: trust its CA with --ca-cert or certs.d/{self.host}/ca.crt")
         if response.status_code == 401:
             await self.auth.on_unauthorized(response.headers.get("www-authenticate"), ())
         elif response.status_code == 404:
             raise ClientError(f"{self.base_url} is not a registry: GET /v2/ answered 404")
         elif response.status_code >= 400:
             raise ClientError(f"{self.base_url}/v2/ answered {response.status_code}: {error_message(response)}")
+        self._pinged = True
 
     async def check_login(self) -> None:
         """Prove the credentials work: basic on /v2/, or a token for the registry."""
