@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 
-from .errors import ClientError, IntegrityError
+from .errors import ClientError, ConnectionFailed, IntegrityError
 from .progress import Tracker
 from .registry import (
     RegistryClient,
@@ -165,8 +165,21 @@ async def upload_blob(
 
     offset = 0
     failures = 0
+    need_status = False
     while True:
         try:
+            if need_status:
+                status = await _upload_status(client, location, scopes)
+                need_status = False
+                if status is None:  # the session is gone: maybe because it finished, else start again
+                    if await client.blob_size(repo, digest, scopes=scopes) == size:
+                        tracker.done("pushed")
+                        return "uploaded"
+                    location, offset = await start(mount=False) or "", 0
+                else:
+                    offset, location = status
+                tracker.reset(offset)
+                continue
             if offset == 0 and size <= chunk:
                 end = size
                 response = await client.request(
@@ -212,17 +225,12 @@ async def upload_blob(
             with contextlib.suppress(ClientError, httpx.HTTPError):
                 await client.request("DELETE", location, scopes=scopes, retry=False)
             raise
-        except (httpx.TransportError, _SourceFailed, _Retry) as err:
+        except (httpx.TransportError, ConnectionFailed, _SourceFailed, _Retry) as err:
             failures += 1
             if failures > client.options.retries:
                 raise ClientError(f"upload of {what} to {client.host}/{repo} failed: {describe(err)}") from None
             await asyncio.sleep(retry_delay(failures - 1, client.options.backoff, getattr(err, "response", None)))
-            status = await _upload_status(client, location, scopes)
-            if status is None:  # the registry dropped the session: start again
-                location, offset = await start(mount=False) or "", 0
-            else:
-                offset, location = status
-            tracker.reset(offset)
+            need_status = True
 
 
 class _Retry(Exception):
@@ -247,10 +255,9 @@ async def _raise_or_retry(response: httpx.Response, client: RegistryClient, what
 
 async def _upload_status(client: RegistryClient, location: str, scopes: list[str]) -> tuple[int, str] | None:
     """(offset, location) of an upload session, or None when the registry no longer has it."""
-    try:
-        response = await client.request("GET", location, scopes=scopes)
-    except ClientError:
-        return None
+    response = await client.request("GET", location, scopes=scopes)
+    if response.status_code in (408, 409, 429) or response.status_code >= 500:
+        raise _Retry(response, f"upload status: {response.status_code} {error_message(response)}")
     if response.status_code in (200, 204):
         end = _range_end(response)
         offset = end if end is not None and end > 0 else 0

@@ -23,3 +23,7 @@ class NotFoundError(ClientError):
 
 class IntegrityError(ClientError):
     """Bytes did not match their digest: a corrupt input file or a lying server."""
+
+
+class ConnectionFailed(ClientError):
+    """The connection failed (refused, reset, timed out) after any retries the request allowed."""

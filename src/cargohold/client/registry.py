@@ -28,7 +28,7 @@ from ..oci.errors import RegistryError
 from ..oci.manifest import normalise_content_type
 from .auth import Authenticator
 from .credentials import Credentials
-from .errors import AuthError, ClientError, IntegrityError, NotFoundError
+from .errors import AuthError, ClientError, ConnectionFailed, IntegrityError, NotFoundError
 from .tls import TLSOptions, scheme_and_context
 
 MANIFEST_ACCEPT = ", ".join(
@@ -168,7 +168,7 @@ class RegistryClient:
                 response = await self.http.send(request, stream=stream)
             except httpx.TransportError as err:
                 if not retry or attempt >= self.options.retries:
-                    raise ClientError(f"{method} {url}: {describe_transport_error(err)}") from None
+                    raise ConnectionFailed(f"{method} {url}: {describe_transport_error(err)}") from None
                 await asyncio.sleep(retry_delay(attempt, self.options.backoff))
                 attempt += 1
                 continue
