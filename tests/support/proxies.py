@@ -140,7 +140,7 @@ class LyingRegistry:
                 elif path == "/v2/lie/app/manifests/v1":
                     self._send(outer.manifest, "application/vnd.oci.image.manifest.v1+json")
                 elif path == f"/v2/lie/app/manifests/{outer.digest}":
-                    self._send(outer.manifest.replace(b"amd64", b"arm64"), "application/vnd.oci.image.manifest.v1+json")
+                    self._send(outer.manifest + b"\n", "application/vnd.oci.image.manifest.v1+json")
                 elif path == f"/v2/lie/app/blobs/{_digest(outer.config)}":
                     self._send(outer.config)
                 elif path == f"/v2/lie/app/blobs/{_digest(outer.layer)}":

@@ -130,9 +130,7 @@ class Client:
             return RegistryDestination(self.registry(ref.registry), ref.repository, tag), tag
         assert where.path is not None
         if where.transport == "oci":
-            return LayoutDestination(
-                OCILayout(Path(where.path), create=True), where.name, self.options.retries
-            ), where.name
+            return LayoutDestination(Path(where.path), where.name, self.options.retries), where.name
         repo_tags = [where.name] if where.name else []
         return ArchiveDestination(Path(where.path), repo_tags, self.options.retries), None
 

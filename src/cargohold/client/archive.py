@@ -120,7 +120,8 @@ class DockerArchive:
         for name, diff_id in zip(names, diff_ids, strict=True):
             member = self._member(name)
             if self._is_gzip(member):
-                layers.append((member, self._hash(member), OCI_LAYER_GZIP))
+                # docker 25+ (and our pull) name layers blobs/sha256/<hex>: the name is the digest to check
+                layers.append((member, _digest_in_name(name) or self._hash(member), OCI_LAYER_GZIP))
             else:
                 layers.append((member, diff_id, OCI_LAYER_TAR))
         return ArchiveImage(config, tuple(layers), tuple(entry.get("RepoTags") or ()))
@@ -158,18 +159,25 @@ class DockerArchive:
         return f"sha256:{digest.hexdigest()}"
 
 
+def _digest_in_name(name: str) -> str | None:
+    parts = name.removeprefix("./").split("/")
+    if len(parts) == 3 and parts[0] == "blobs" and parts[1] == "sha256" and len(parts[2]) == 64:
+        return f"sha256:{parts[2]}"
+    return None
+
+
 def write_docker_archive(layout: OCILayout, manifest_digest: str, target: Path, repo_tags: list[str]) -> None:
     """Write the layout's image as a tarball `docker load` accepts; through a temp file, renamed at the end."""
     manifest = json.loads(layout.read_blob(manifest_digest))
     if "layers" not in manifest:
         raise ClientError("a docker-archive holds a single-platform image; choose one with --platform")
     config_digest = manifest["config"]["digest"]
-    config_name = f"{config_digest.split(':', 1)[1]}.json"
+    config_name = "blobs/{}/{}".format(*config_digest.split(":", 1))
     layer_names = []
     entries: list[tuple[str, Path]] = [(config_name, layout.blob_path(config_digest))]
     for layer in manifest["layers"]:
-        hex_digest = layer["digest"].split(":", 1)[1]
-        name = f"{hex_digest}/layer.tar"
+        algorithm, hex_digest = layer["digest"].split(":", 1)
+        name = f"blobs/{algorithm}/{hex_digest}"  # docker 25's names: the digest travels with the file
         if name not in layer_names:
             entries.append((name, layout.blob_path(layer["digest"])))
         layer_names.append(name)

@@ -129,6 +129,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
     fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".tmp-{path.name}-")
     try:
         with os.fdopen(fd, "wb") as out:
+            os.fchmod(out.fileno(), 0o644)  # mkstemp's 0600 is for secrets; a layout is shared like any files
             out.write(data)
         os.replace(temp, path)
     except BaseException:

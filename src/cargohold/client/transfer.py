@@ -243,13 +243,22 @@ class RegistryDestination:
 
 
 class LayoutDestination:
-    def __init__(self, layout: OCILayout, tag: str | None, retries: int = 4) -> None:
-        self.layout, self.tag, self.retries = layout, tag, retries
-        self.label = str(layout.path)
+    """An OCI layout, created on the first write: a pull that fails early leaves no directory behind."""
+
+    def __init__(self, path: Path, tag: str | None, retries: int = 4) -> None:
+        self.path, self.tag, self.retries = path, tag, retries
+        self.label = str(path)
         self.root: tuple[bytes, str, str] | None = None
+        self._layout: OCILayout | None = None
+
+    @property
+    def layout(self) -> OCILayout:
+        if self._layout is None:
+            self._layout = OCILayout(self.path, create=True)
+        return self._layout
 
     async def has_blob(self, blob: Descriptor) -> bool:
-        return self.layout.has_blob(blob.digest, blob.size)
+        return self.path.exists() and self.layout.has_blob(blob.digest, blob.size)
 
     async def put_blob(self, blob: Descriptor, source: Source, reporter: Reporter) -> str:
         target = self.layout.prepare_blob_dir(blob.digest)
@@ -279,7 +288,7 @@ class ArchiveDestination:
         self.repo_tags = repo_tags
         target.parent.mkdir(parents=True, exist_ok=True)
         self.staging = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
-        self.inner = LayoutDestination(OCILayout(self.staging, create=True), "image", retries)
+        self.inner = LayoutDestination(self.staging, "image", retries)
         self.label = str(target)
 
     async def has_blob(self, blob: Descriptor) -> bool:
