@@ -69,3 +69,24 @@ def test_quick_run_measures_every_figure_for_both_registries(tmp_path: Path) -> 
         pid = data["targets"][name]["pid"]
         assert pid is not None
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+CLIENT_BENCH = ROOT / "bench" / "client_bench.py"
+
+
+def test_client_bench_quick_run_reports_both_clients(tmp_path: Path) -> None:
+    """bench/client_bench.py --quick: cargohold's client and skopeo push and pull against our registry."""
+    require_tool("skopeo")
+    report = tmp_path / "client.json"
+    done = subprocess.run(
+        [sys.executable, str(CLIENT_BENCH), "--quick", "--json", str(report)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, f"stdout:\n{done.stdout[-4000:]}\nstderr:\n{done.stderr[-4000:]}"
+    figures = json.loads(report.read_text())["figures"]
+    assert set(figures) == {"push_MBps", "pull_MBps", "push_rss_MB", "pull_rss_MB"}
+    for row in figures.values():
+        assert row["cargohold"] > 0 and row["skopeo"] > 0

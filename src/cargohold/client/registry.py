@@ -355,7 +355,7 @@ class RegistryClient:
                 raise NotFoundError(f"{self.host}/{repo}: blob {digest} not found")
             check(response, f"GET blob {self.host}/{repo}@{digest}")
             skip = offset if response.status_code == 200 else 0
-            async for piece in response.aiter_raw(1024 * 1024):
+            async for piece in response.aiter_raw():
                 if skip:
                     if len(piece) <= skip:
                         skip -= len(piece)
