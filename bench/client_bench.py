@@ -144,6 +144,10 @@ def timed(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
     return elapsed, peak / 1e6
 
 
+def report(round_number: int, tool: str, verb: str, mbps: float, rss: float) -> None:
+    print(f"round {round_number + 1} {tool:9} {verb} {mbps:7.0f} MB/s  peak RSS {rss:5.0f} MB", flush=True)
+
+
 def start_registry(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
     sock = __import__("socket").socket()
     sock.bind(("127.0.0.1", 0))
@@ -219,10 +223,7 @@ def main() -> int:
                 seconds, rss = timed(argv, env)
                 results[tool]["push_MBps"].append(image_bytes / seconds / 1e6)
                 results[tool]["push_rss_MB"].append(rss)
-                print(
-                    f"round {round_number + 1} {tool:9} push {image_bytes / seconds / 1e6:7.0f} MB/s  peak RSS {rss:5.0f} MB",
-                    flush=True,
-                )
+                report(round_number, tool, "push", image_bytes / seconds / 1e6, rss)
             # both pull the image cargohold pushed this round into empty layouts
             source = f"{host}/bench/cargohold-{round_number}:v1"
             for tool in order:
@@ -234,10 +235,7 @@ def main() -> int:
                 seconds, rss = timed(argv, env)
                 results[tool]["pull_MBps"].append(image_bytes / seconds / 1e6)
                 results[tool]["pull_rss_MB"].append(rss)
-                print(
-                    f"round {round_number + 1} {tool:9} pull {image_bytes / seconds / 1e6:7.0f} MB/s  peak RSS {rss:5.0f} MB",
-                    flush=True,
-                )
+                report(round_number, tool, "pull", image_bytes / seconds / 1e6, rss)
                 shutil.rmtree(out)
             for tool in order:
                 shutil.rmtree(work / f"img-{round_number}-{tool}")
