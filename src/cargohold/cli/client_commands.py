@@ -6,7 +6,6 @@ line on stderr and exit status 1.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import sys
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+import uvloop
 
 from ..client import Client, ClientError, Options, TLSOptions
 from ..client.credentials import CredentialStore
@@ -87,7 +87,7 @@ def run(coroutine_factory: Callable[[Client], Awaitable[T]], flags: dict[str, An
             return await coroutine_factory(client)
 
     try:
-        return asyncio.run(main())
+        return uvloop.run(main())
     except ClientError as err:
         fail(str(err))
     except OSError as err:

@@ -15,7 +15,6 @@ import os
 import secrets
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
 
 import httpx
 
@@ -30,6 +29,7 @@ from .registry import (
     push_scope,
     retry_delay,
 )
+from .sink import BlobFileWriter
 
 Opener = Callable[[int], AsyncIterator[bytes]]
 PIECE = 1024 * 1024
@@ -281,18 +281,17 @@ async def download_to_file(
 ) -> None:
     """Write a blob to `target` through a temporary file, resuming after errors; renamed only once verified."""
     what = what or f"blob {digest}"
-    hasher = _Hasher(digest)
+    algorithm, expected = digest.split(":", 1)
     temp = target.parent / f".tmp-{target.name}-{secrets.token_hex(4)}"
+    writer = BlobFileWriter(temp, algorithm)
     try:
-        with open(temp, "wb", buffering=0) as out:
-            writer = _BackgroundWriter(out, hasher)
-            try:
-                await _receive(opener, size, writer, tracker, retries, backoff, what)
-                await writer.flush()
-            finally:
-                await writer.settle()  # no worker thread may write once the file is closed
-            hasher.verify(what)
-            await asyncio.to_thread(os.fsync, out.fileno())
+        try:
+            await _receive(opener, size, writer, tracker, retries, backoff, what)
+            actual = await writer.finish()
+        finally:
+            await writer.close()
+        if actual != expected:
+            raise IntegrityError(f"{what}: content hashes to {algorithm}:{actual}, not {digest}")
         os.replace(temp, target)
     finally:
         with contextlib.suppress(FileNotFoundError):
@@ -301,66 +300,22 @@ async def download_to_file(
 
 
 async def _receive(
-    opener: Opener, size: int, writer: _BackgroundWriter, tracker: Tracker, retries: int, backoff: float, what: str
+    opener: Opener, size: int, writer: BlobFileWriter, tracker: Tracker, retries: int, backoff: float, what: str
 ) -> None:
     """Take the blob's bytes from the source, reopening it at the byte reached after a failure."""
-    received = 0
     failures = 0
-    while received < size:
+    while writer.written < size:
         try:
-            async with contextlib.aclosing(opener(received)) as source:  # type: ignore[type-var]
+            async with contextlib.aclosing(opener(writer.written)) as source:  # type: ignore[type-var]
                 async for piece in source:
-                    if len(piece) > size - received:
+                    if len(piece) > size - writer.written:
                         raise IntegrityError(f"{what}: the source sent more than the {size} bytes expected")
-                    received += len(piece)
-                    await writer.add(piece)
+                    await writer.write(piece)
                     tracker.advance(len(piece))
-            if received < size:
-                raise _SourceFailed(f"the source ended at byte {received} of {size}")
+            if writer.written < size:
+                raise _SourceFailed(f"the source ended at byte {writer.written} of {size}")
         except (httpx.TransportError, ConnectionFailed, _SourceFailed) as err:
             failures += 1
             if failures > retries:
                 raise ClientError(f"download of {what} failed: {describe(err)}") from None
             await asyncio.sleep(retry_delay(failures - 1, backoff))
-
-
-class _BackgroundWriter:
-    """Hash and write in a worker thread, one batch at a time, while the next batch arrives."""
-
-    BATCH = 2 * 1024 * 1024
-
-    def __init__(self, out: Any, hasher: _Hasher) -> None:
-        self.out, self.hasher = out, hasher
-        self.buffer = bytearray()
-        self.pending: asyncio.Future[None] | None = None
-
-    def _write(self, data: bytearray) -> None:
-        self.hasher.feed(self.hasher.position, data)
-        view = memoryview(data)
-        while view:
-            view = view[self.out.write(view) :]
-
-    async def add(self, piece: bytes) -> None:
-        self.buffer += piece
-        if len(self.buffer) >= self.BATCH:
-            await self._submit()
-
-    async def _submit(self) -> None:
-        if self.pending is not None:
-            await self.pending
-            self.pending = None
-        if self.buffer:
-            data, self.buffer = self.buffer, bytearray()
-            self.pending = asyncio.ensure_future(asyncio.to_thread(self._write, data))
-
-    async def settle(self) -> None:
-        if self.pending is not None:
-            with contextlib.suppress(Exception):
-                await self.pending
-            self.pending = None
-
-    async def flush(self) -> None:
-        await self._submit()
-        if self.pending is not None:
-            await self.pending
-            self.pending = None

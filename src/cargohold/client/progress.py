@@ -6,18 +6,10 @@ and neither `--quiet` nor `--json` was given.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
 
 
 class Tracker(Protocol):
@@ -74,7 +66,18 @@ class _RichTracker:
 class RichReporter:
     """One bar per blob on stderr."""
 
-    def __init__(self, console: Console | None = None) -> None:
+    def __init__(self, console: Any = None) -> None:
+        # imported here: rich costs a tenth of a second at start-up, and only a terminal needs it
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
         self.progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
