@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tarfile
 import uuid
 from pathlib import Path
@@ -25,6 +26,7 @@ from tests.support.clients import (
     registry_digest,
     repository,
     sha256,
+    static_busybox,
 )
 from tests.support.servers import Cargohold, Distribution, ServerProcess
 from tests.test_clients import write_docker_context
@@ -251,3 +253,35 @@ def test_artifact_push_and_copy_with_referrers(ch: CargoholdCLI, cargohold: Carg
     # config + 2 layers, then the artifact's empty config + file: same registry, so all mounted, none re-sent
     assert copied["blobs"] == {"transferred": 0, "skipped": 0, "mounted": 5}
     assert registry_digest(cargohold, repo + "-copy", pushed["digest"]) == pushed["digest"]
+
+
+def test_podman_save_push_pull_load_run(
+    ch: CargoholdCLI, containers: ContainersTools, any_registry: ServerProcess, tmp_path: Path
+) -> None:
+    context = tmp_path / "ctx"
+    context.mkdir()
+    shutil.copy(static_busybox(), context / "busybox")
+    hello = b"hello from podman save " + nonce()
+    (context / "hello.txt").write_bytes(hello)
+    (context / "Containerfile").write_text(
+        "FROM scratch\nCOPY busybox /bin/busybox\nCOPY hello.txt /hello.txt\n"
+        'CMD ["/bin/busybox", "cat", "/hello.txt"]\n'
+    )
+    local = f"localhost/{unique('podman-save')}:v1"
+    containers.podman("build", "--isolation", "chroot", "-t", local, "-f", context / "Containerfile", context)
+    saved = tmp_path / "saved.tar"
+    containers.podman("save", "-o", saved, local)
+    image_id = containers.podman("image", "inspect", "--format", "{{.Id}}", local).stdout.strip()
+
+    repo = unique("podman")
+    ref = f"{repository(any_registry, repo)}:v1"
+    ch.run("push", f"docker-archive:{saved}", ref)
+    assert fetch_manifest(any_registry, repo, "v1").json()["config"]["digest"] == f"sha256:{image_id}"
+
+    tarball = tmp_path / "pulled.tar"
+    ch.run("pull", ref, tarball)
+    containers.podman("rmi", local)
+    containers.podman("load", "-i", tarball)
+    out = containers.podman("run", "--rm", "--network", "host", ref).stdout
+    assert out.encode() == hello
+    containers.podman("rmi", ref)

@@ -80,6 +80,13 @@ def test_basic_auth_login_push_pull_logout(
     ch.run("pull", ref, f"oci:{out}:v1")
     assert layout_digest(out, "v1") == digest
 
+    # a stored password that went stale: one line naming the user, never the password
+    stale = base64.b64encode(b"ci:stale-password").decode()
+    config_file.write_text(json.dumps({"auths": {basic_registry.host: {"auth": stale}}}))
+    refused = ch.fails("inspect", ref, "--retries", "0")
+    assert "refused the credentials of 'ci'" in refused and "stale-password" not in refused
+    ch.run("login", "-u", "ci", "--password-stdin", basic_registry.host, input="s3cret-pass")
+
     ch.run("logout", basic_registry.host)
     assert basic_registry.host not in json.loads(config_file.read_text()).get("auths", {})
     assert "requires authentication" in ch.fails("inspect", ref, "--retries", "0")
