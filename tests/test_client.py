@@ -10,6 +10,7 @@ import tarfile
 import uuid
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.support.cli import CargoholdCLI
@@ -285,3 +286,29 @@ def test_podman_save_push_pull_load_run(
     out = containers.podman("run", "--rm", "--network", "host", ref).stdout
     assert out.encode() == hello
     containers.podman("rmi", ref)
+
+
+def test_referrers_through_a_registry_without_the_api(
+    ch: CargoholdCLI, cargohold: Cargohold, distribution: Distribution, tmp_path: Path
+) -> None:
+    """Distribution 2.8 has no referrers API: the client keeps the spec's `sha256-<hex>` tag index there,
+    so referrers survive a copy to it and back."""
+    layout = tmp_path / "img"
+    digest = small_image(layout, "v1", size=1000)
+    repo = unique("fallback")
+    ours = repository(cargohold, repo)
+    ch.run("push", f"oci:{layout}:v1", f"{ours}:v1")
+    note = tmp_path / "note.txt"
+    note.write_text("signed " + uuid.uuid4().hex)
+    referrer = ch.json("push", "--artifact-type", "application/vnd.test.note", "--subject", "v1", note, ours)["digest"]
+
+    theirs = f"{repository(distribution, repo)}:v1"
+    assert ch.json("copy", "--referrers", f"{ours}:v1", theirs)["referrers"] == [referrer]
+    fallback = fetch_manifest(distribution, repo, digest.replace(":", "-")).json()
+    assert [(m["digest"], m["artifactType"]) for m in fallback["manifests"]] == [
+        (referrer, "application/vnd.test.note")
+    ]
+    back = f"{repository(cargohold, repo + '-back')}:v1"
+    assert ch.json("copy", "--referrers", theirs, back)["referrers"] == [referrer]
+    listed = httpx.get(f"{cargohold.url}/v2/{repo}-back/referrers/{digest}").json()
+    assert [m["digest"] for m in listed["manifests"]] == [referrer]

@@ -275,7 +275,32 @@ class RegistryClient:
             content=payload,
         )
         check(response, f"PUT manifest {self.host}/{repo}:{reference}")
-        return str(Digest.of(payload))
+        digest = str(Digest.of(payload))
+        subject = _subject_of(payload)
+        if subject and "oci-subject" not in response.headers:
+            # no referrers API: keep the spec's fallback, an index tagged <alg>-<hex> of the subject
+            await self._add_to_referrers_tag(repo, subject, referrer_descriptor(payload, media_type, digest))
+        return digest
+
+    async def _add_to_referrers_tag(self, repo: str, subject: str, descriptor: dict[str, Any]) -> None:
+        tag = subject.replace(":", "-")
+        try:
+            payload, _, _ = await self.get_manifest(repo, tag)
+            index = json.loads(payload)
+        except NotFoundError:
+            index = {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": []}
+        if any(entry.get("digest") == descriptor["digest"] for entry in index.get("manifests") or []):
+            return
+        index.setdefault("manifests", []).append(descriptor)
+        body = json.dumps(index, separators=(",", ":")).encode()
+        response = await self.request(
+            "PUT",
+            f"/v2/{repo}/manifests/{tag}",
+            scopes=[push_scope(repo)],
+            headers={"content-type": mt.OCI_INDEX},
+            content=body,
+        )
+        check(response, f"PUT referrers tag {self.host}/{repo}:{tag}")
 
     async def delete_manifest(self, repo: str, reference: str) -> None:
         response = await self.request(
@@ -370,6 +395,26 @@ class RegistryClient:
                 yield piece
         finally:
             await response.aclose()
+
+
+def _subject_of(payload: bytes) -> str | None:
+    try:
+        subject = json.loads(payload).get("subject")
+    except (ValueError, AttributeError):
+        return None
+    return subject.get("digest") if isinstance(subject, dict) else None
+
+
+def referrer_descriptor(payload: bytes, media_type: str, digest: str) -> dict[str, Any]:
+    """How a referrer is listed: its artifactType (else its config's media type) and annotations."""
+    document = json.loads(payload)
+    descriptor: dict[str, Any] = {"mediaType": media_type, "digest": digest, "size": len(payload)}
+    artifact_type = document.get("artifactType") or (document.get("config") or {}).get("mediaType")
+    if artifact_type:
+        descriptor["artifactType"] = artifact_type
+    if document.get("annotations"):
+        descriptor["annotations"] = document["annotations"]
+    return descriptor
 
 
 def check(response: httpx.Response, what: str) -> None:
