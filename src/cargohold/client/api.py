@@ -146,6 +146,8 @@ class Client:
         """Copy an image between any two locations; blobs the destination has are skipped."""
         src = self.source(location(source, local=True))
         dst_location = location(destination, local=True)
+        if dst_location.transport == "docker-archive" and all_platforms:
+            raise ClientError("a docker-archive holds one single-platform image: drop --all or pick --platform")
         dst, tag = self.destination(dst_location)
         if isinstance(platform, str):
             try:
