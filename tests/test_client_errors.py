@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import datetime
+import email.utils
 import gzip
 import json
 import os
 import tarfile
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,9 +16,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from cargohold.client.registry import retry_delay
 from tests.support.cli import CargoholdCLI
 from tests.support.clients import build_umoci_image
-from tests.support.proxies import LyingRegistry
+from tests.support.proxies import FlakyRegistry, LyingRegistry
 from tests.support.servers import Cargohold, ServerProcess, free_port
 
 
@@ -128,3 +132,27 @@ def test_lying_server(ch: CargoholdCLI, liar: LyingRegistry, tmp_path: Path) -> 
 
     by_digest = ch.fails("inspect", f"{liar.host}/lie/app@{liar.digest}", "--retries", "0")
     assert "whose digest is" in by_digest, by_digest
+
+
+def test_retries_honour_retry_after(ch: CargoholdCLI) -> None:
+    flaky = FlakyRegistry().start()
+    try:
+        started = time.monotonic()
+        info = ch.json("inspect", f"{flaky.host}/flaky/app:v1")
+        elapsed = time.monotonic() - started
+        assert info["digest"] == flaky.image.digest and flaky.hits == 4
+        assert elapsed >= 3, f"three Retry-After: 1 answers, yet done in {elapsed:.1f}s"
+        flaky.hits = 0
+        error = ch.fails("inspect", f"{flaky.host}/flaky/app:v1", "--retries", "1")
+        assert "503" in error and "busy" in error and flaky.hits == 2
+    finally:
+        flaky.stop()
+
+
+def test_retry_delay() -> None:
+    response = httpx.Response(503, headers={"retry-after": "2"})
+    assert retry_delay(0, 0.5, response) == 2
+    assert retry_delay(0, 0.5, httpx.Response(429, headers={"retry-after": "3600"})) == 30, "capped"
+    later = email.utils.format_datetime(datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=5), True)
+    assert 3 <= retry_delay(0, 0.5, httpx.Response(503, headers={"retry-after": later})) <= 5
+    assert 0.375 <= retry_delay(0, 0.5) <= 0.625 and 1.5 <= retry_delay(2, 0.5) <= 2.5

@@ -160,3 +160,58 @@ class LyingRegistry:
         if self.server is not None:
             self.server.shutdown()
             self.server.server_close()
+
+
+class FlakyRegistry:
+    """Serves `flaky/app:v1` (the liar's true image), but answers its manifest GET with 503 twice and then
+    429, each with `Retry-After: 1`, before it succeeds. `hits` counts the manifest requests."""
+
+    def __init__(self, failures: tuple[int, ...] = (503, 503, 429)) -> None:
+        self.image = LyingRegistry()
+        self.failures = list(failures)
+        self.port = free_port()
+        self.host = f"127.0.0.1:{self.port}"
+        self.hits = 0
+        self.server: ThreadingHTTPServer | None = None
+
+    def start(self) -> FlakyRegistry:
+        outer = self
+        image = self.image
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _send(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+                self.send_response(status)
+                for key, value in {**headers, "content-length": str(len(body))}.items():
+                    self.send_header(key, value)
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self) -> None:
+                path = self.path.split("?", 1)[0]
+                if path == "/v2/":
+                    self._send(200, b"{}", {"content-type": "application/json"})
+                elif path == "/v2/flaky/app/manifests/v1":
+                    outer.hits += 1
+                    if outer.hits <= len(outer.failures):
+                        status = outer.failures[outer.hits - 1]
+                        self._send(
+                            status, b'{"errors":[{"code":"UNAVAILABLE","message":"busy"}]}', {"retry-after": "1"}
+                        )
+                    else:
+                        self._send(200, image.manifest, {"content-type": "application/vnd.oci.image.manifest.v1+json"})
+                elif path == f"/v2/flaky/app/blobs/{_digest(image.config)}":
+                    self._send(200, image.config, {})
+                else:
+                    self._send(404, b"", {})
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
