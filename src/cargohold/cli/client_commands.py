@@ -254,7 +254,7 @@ def ls(target: str, **flags: Any) -> None:
 @click.command()
 @click.argument("source")
 @click.option("--raw", is_flag=True, help="Print the manifest exactly as stored.")
-@click.option("--config", "show_config", is_flag=True, help="Print the image config (with --raw: as stored).")
+@click.option("--config", "show_config", is_flag=True, help="Print the image config exactly as stored.")
 @click.option("--platform", help="For an index: describe this platform's image, e.g. linux/amd64.")
 @transport_options
 def inspect(source: str, raw: bool, show_config: bool, platform: str | None, **flags: Any) -> None:
@@ -263,21 +263,9 @@ def inspect(source: str, raw: bool, show_config: bool, platform: str | None, **f
     async def do(client: Client) -> Any:
         if raw and not show_config:
             return (await client.manifest(source))[0]
-        info = await client.inspect(source, platform=platform)
         if show_config:
-            from ..client.api import location
-            from ..client.transfer import Descriptor
-
-            src = client.source(location(source, local=True))
-            descriptor = {"digest": info["config"]["digest"], "size": 0, "mediaType": info["config"]["mediaType"]}
-            payload = json.loads((await client.manifest(source))[0]) if not info.get("image") else None
-            if payload is not None and payload.get("config"):
-                descriptor["size"] = payload["config"]["size"]
-            data = bytearray()
-            async for piece in src.opener(Descriptor.from_json(descriptor))(0):
-                data += piece
-            return bytes(data)
-        return info
+            return await client.config(source, platform=platform)
+        return await client.inspect(source, platform=platform)
 
     result = run(do, flags)
     if isinstance(result, bytes):

@@ -19,17 +19,19 @@ config.json and credential helpers (see `credentials.py`); every failure is a `C
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
 
 from ..oci import mediatypes as mt
+from ..oci.digest import Digest
 from ..oci.location import Location, parse_location
-from ..oci.platform import Platform
+from ..oci.platform import Platform, host_platform
 from ..oci.reference import Reference, ReferenceError, parse_reference, parse_registry
 from .archive import DockerArchive
 from .credentials import Credentials, CredentialStore
-from .errors import ClientError
+from .errors import ClientError, IntegrityError
 from .layout import OCILayout
 from .progress import NullReporter, Reporter
 from .registry import Options, RegistryClient
@@ -286,16 +288,44 @@ class Client:
                 )
         return info
 
-    async def config_blob(self, src: Source, descriptor: dict[str, Any]) -> Any:
-        from .transfer import Descriptor
+    async def config(self, where: str | Location, *, platform: str | None = None) -> bytes:
+        """The image config exactly as stored (verified); for an index, that of `platform` or this machine's."""
+        src = self.source(location(where, local=True))
+        payload, media_type, _ = await src.resolve()
+        if media_type in mt.INDEXES:
+            try:
+                wanted = Platform.parse(platform) if platform else host_platform()
+            except ValueError as err:
+                raise ClientError(str(err)) from None
+            payload, _ = await src.manifest(select_platform(payload, wanted)["digest"])
+        descriptor = json.loads(payload).get("config")
+        if not isinstance(descriptor, dict):
+            raise ClientError(f"{src.label}: the manifest has no config")
+        return await self._read_small(src, descriptor)
 
-        data = bytearray()
-        async for piece in src.opener(Descriptor.from_json(descriptor))(0):
-            data += piece
+    async def config_blob(self, src: Source, descriptor: dict[str, Any]) -> Any:
         try:
-            return json.loads(bytes(data))
+            return json.loads(await self._read_small(src, descriptor))
         except ValueError:
             return None
+
+    async def _read_small(self, src: Source, descriptor: dict[str, Any], limit: int = 4 << 20) -> bytes:
+        """A small blob (a config) in memory, checked against its digest."""
+        from .transfer import Descriptor
+
+        blob = Descriptor.from_json(descriptor)
+        data = bytearray()
+        async with contextlib.aclosing(src.opener(blob)(0)) as chunks:  # type: ignore[type-var]
+            async for piece in chunks:
+                data += piece
+                if len(data) > limit:
+                    raise ClientError(f"{src.label}: blob {blob.digest} is larger than {limit} bytes")
+        algorithm = blob.digest.split(":", 1)[0]
+        if str(Digest.of(bytes(data), algorithm)) != blob.digest:
+            raise IntegrityError(
+                f"{src.label}: blob {blob.digest} has other content (a corrupt store or a lying server)"
+            )
+        return bytes(data)
 
     # --- credentials ------------------------------------------------------------------------------------------
 
