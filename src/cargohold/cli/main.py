@@ -219,10 +219,8 @@ def repo_rm(name: str, config_file: Path | None, data: Path | None, force: bool)
     click.echo(f"deleted {name}: {tags} tag(s), {manifests} manifest(s), {len(uploads)} upload session(s)")
 
 
-from .client_commands import register as _register_client_commands  # noqa: E402
-
-_register_client_commands(cli)
-
-
 def main() -> None:
+    from .client_commands import register as register_client
+
+    register_client(cli)
     cli()
