@@ -19,6 +19,7 @@ class CargoholdCLI:
         self.env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("CARGOHOLD_")},
             "DOCKER_CONFIG": str(self.config_dir),
+            "XDG_CACHE_HOME": str(home / "cache"),
             **(env or {}),
         }
 

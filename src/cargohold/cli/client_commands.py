@@ -19,6 +19,7 @@ import uvloop
 from ..client import Client, ClientError, Options, TLSOptions
 from ..client.credentials import CredentialStore
 from ..client.progress import NullReporter, Reporter, RichReporter
+from ..client.sessions import default_directory as default_session_directory
 
 T = TypeVar("T")
 
@@ -77,6 +78,7 @@ def run(coroutine_factory: Callable[[Client], Awaitable[T]], flags: dict[str, An
         retries=max(0, int(flags.get("retries", 4))),
         jobs=max(1, int(flags.get("jobs") or 4)),
         chunk_size=max(1024 * 1024, chunk_size),
+        session_dir=default_session_directory(),
     )
     reporter: Reporter = NullReporter()
     if progress and not quiet and not as_json and sys.stderr.isatty():

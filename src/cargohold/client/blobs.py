@@ -159,12 +159,34 @@ async def upload_blob(
         check(response, f"start upload of {what} to {client.host}/{repo}")
         return _location(response, client)
 
-    location = await start(mount=True)
-    if location is None:
-        tracker.done("mounted")
-        return "mounted"
-
+    sessions = client.sessions
+    key = (client.host, repo, digest)
+    location: str | None = None
     offset = 0
+    saved = sessions.get(*key) if sessions else None
+    if saved:  # a push that failed earlier left this session: go on from what the registry has
+        status = await _saved_status(client, saved, scopes)
+        if status is not None:
+            offset, location = status
+            await _prehash(opener, hasher, offset)
+            tracker.reset(offset)
+        elif sessions:
+            sessions.drop(*key)
+    if location is None:
+        location = await start(mount=True)
+        if location is None:
+            tracker.done("mounted")
+            return "mounted"
+
+    def remember(where: str) -> None:
+        if sessions:
+            sessions.put(*key, where)
+
+    def forget() -> None:
+        if sessions:
+            sessions.drop(*key)
+
+    remember(location)
     failures = 0
     need_status = False
     while True:
@@ -174,11 +196,13 @@ async def upload_blob(
                 need_status = False
                 if status is None:  # the session is gone: maybe because it finished, else start again
                     if await client.blob_size(repo, digest, scopes=scopes) == size:
+                        forget()
                         tracker.done("pushed")
                         return "uploaded"
                     location, offset = await start(mount=False) or "", 0
                 else:
                     offset, location = status
+                remember(location)
                 tracker.reset(offset)
                 continue
             if offset == 0 and size <= chunk:
@@ -192,6 +216,7 @@ async def upload_blob(
                     retry=False,
                 )
                 if response.status_code in (201, 204):
+                    forget()
                     tracker.done("pushed")
                     return "uploaded"
                 await _raise_or_retry(response, client, f"upload of {what}")
@@ -212,6 +237,7 @@ async def upload_blob(
                 await _raise_or_retry(response, client, f"upload of {what}")
                 location = _location(response, client)
                 offset = _range_end(response) or end
+                remember(location)
                 failures = 0
             else:
                 hasher.verify(what)
@@ -219,10 +245,12 @@ async def upload_blob(
                     "PUT", _with_digest(location, digest), scopes=scopes, headers={"content-length": "0"}, retry=False
                 )
                 if response.status_code in (201, 204):
+                    forget()
                     tracker.done("pushed")
                     return "uploaded"
                 await _raise_or_retry(response, client, f"finishing upload of {what}")
         except IntegrityError:
+            forget()
             with contextlib.suppress(ClientError, httpx.HTTPError):
                 await client.request("DELETE", location, scopes=scopes, retry=False)
             raise
@@ -232,6 +260,30 @@ async def upload_blob(
                 raise ClientError(f"upload of {what} to {client.host}/{repo} failed: {describe(err)}") from None
             await asyncio.sleep(retry_delay(failures - 1, client.options.backoff, getattr(err, "response", None)))
             need_status = True
+
+
+async def _saved_status(client: RegistryClient, location: str, scopes: list[str]) -> tuple[int, str] | None:
+    """The status of a remembered session; None if it is gone (or unreadable), waiting out a busy session."""
+    for attempt in range(client.options.retries + 1):
+        try:
+            return await _upload_status(client, location, scopes)
+        except _Retry as err:
+            await asyncio.sleep(retry_delay(attempt, client.options.backoff, err.response))
+        except (ClientError, httpx.HTTPError):
+            return None
+    return None
+
+
+async def _prehash(opener: Opener, hasher: _Hasher, offset: int) -> None:
+    """Hash the bytes a registry already has (from the source), so the digest check still covers them."""
+    position = 0
+    async with contextlib.aclosing(opener(0)) as source:  # type: ignore[type-var]
+        async for piece in source:
+            take = piece[: offset - position]
+            hasher.feed(position, take)
+            position += len(take)
+            if position >= offset:
+                return
 
 
 class _Retry(Exception):

@@ -17,6 +17,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin
 
@@ -30,6 +31,7 @@ from ..oci.manifest import normalise_content_type
 from .auth import Authenticator
 from .credentials import Credentials
 from .errors import AuthError, ClientError, ConnectionFailed, IntegrityError, NotFoundError
+from .sessions import UploadSessions
 from .tls import TLSOptions, scheme_and_context
 
 MANIFEST_ACCEPT = ", ".join(
@@ -54,6 +56,7 @@ class Options:
     timeout: float = 60.0  # seconds without progress on one connection
     jobs: int = 4  # blobs transferred at once
     chunk_size: int = 64 * 1024 * 1024  # bytes per upload PATCH; a dropped chunk resumes where acknowledged
+    session_dir: Path | None = None  # remember unfinished uploads here so a later push continues them
 
 
 def pull_scope(repo: str) -> str:
@@ -123,6 +126,7 @@ class RegistryClient:
             headers={"user-agent": "cargohold-client"},
         )
         self.auth = Authenticator(host, credentials, self.http)
+        self.sessions = UploadSessions(self.options.session_dir) if self.options.session_dir else None
         self._pinged = False
         self._ping_lock = asyncio.Lock()
 
