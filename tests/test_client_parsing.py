@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from cargohold.client.api import location
 from cargohold.oci.challenge import merge_scopes, parse_challenge
 from cargohold.oci.location import parse_location
 from cargohold.oci.platform import Platform
@@ -105,3 +108,20 @@ def test_platforms() -> None:
     for bad in ("linux", "linux/", "a/b/c/d"):
         with pytest.raises(ValueError, match="os/architecture"):
             Platform.parse(bad)
+
+
+def test_bare_locations(tmp_path: Path) -> None:
+    """copy/inspect/digest read a bare string as an image unless it is a file, a directory or a .tar;
+    push's source and pull's destination (`local`) read it as a path unless it names a registry host."""
+    assert location("alpine").reference == parse_reference("alpine")
+    assert location("team/app:v1").transport == "registry"
+    assert location(f"127.0.0.1:5000/{tmp_path.name}:v1").transport == "registry"
+    assert (location("app.tar").transport, location("app.tar").path) == ("docker-archive", "app.tar")
+    assert (location(str(tmp_path)).transport, location(str(tmp_path)).path) == ("oci", str(tmp_path))
+    out = location("out", local=True)
+    assert (out.transport, out.path, out.name) == ("oci", "out", None)
+    tagged = location("./out:v1", local=True)
+    assert (tagged.transport, tagged.path, tagged.name) == ("oci", "./out", "v1")
+    assert location("127.0.0.1:5000/a/b:v1", local=True).transport == "registry"
+    assert location("registry.example.com/a/b", local=True).transport == "registry"
+    assert location("oci:127.0.0.1:5000/x").transport == "oci"

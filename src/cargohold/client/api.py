@@ -26,7 +26,7 @@ from typing import Any
 
 from ..oci import mediatypes as mt
 from ..oci.digest import Digest
-from ..oci.location import Location, parse_location
+from ..oci.location import PREFIXES, Location, parse_location
 from ..oci.platform import Platform, host_platform
 from ..oci.reference import Reference, ReferenceError, parse_reference, parse_registry
 from .archive import DockerArchive
@@ -52,12 +52,23 @@ from .transfer import (
 
 
 def location(value: str | Location, *, local: bool = False) -> Location:
-    """Parse a location; with `local`, a bare path that exists (or ends in .tar) is a layout or archive."""
+    """Parse a location written as skopeo writes them (`oci:`, `docker-archive:`, `docker://`).
+
+    A bare string is a local path when it exists or ends in `.tar`, else an image reference.
+    With `local` (push's source, pull's destination) a bare string is a path unless its first
+    component names a registry host (`127.0.0.1:5000/...`, `registry.example.com/...`).
+    """
     if isinstance(value, Location):
         return value
     try:
-        if (local and ":" not in value.split("/", 1)[0]) or (local and Path(value).exists()):
-            path = Path(value)
+        if value.startswith(tuple(PREFIXES)):
+            return parse_location(value)
+        path = Path(value)
+        first = value.split("/", 1)[0]
+        names_host = (
+            "/" in value and first not in (".", "..") and ("." in first or ":" in first or first == "localhost")
+        )
+        if path.exists() or value.endswith(".tar") or (local and not names_host):
             if value.endswith(".tar") or path.is_file():
                 return parse_location(value, default="docker-archive")
             return parse_location(value, default="oci")
@@ -146,8 +157,8 @@ class Client:
         referrers: bool = False,
     ) -> CopyResult:
         """Copy an image between any two locations; blobs the destination has are skipped."""
-        src = self.source(location(source, local=True))
-        dst_location = location(destination, local=True)
+        src = self.source(location(source))
+        dst_location = location(destination)
         if dst_location.transport == "docker-archive" and all_platforms:
             raise ClientError("a docker-archive holds one single-platform image: drop --all or pick --platform")
         dst, tag = self.destination(dst_location)
@@ -200,7 +211,7 @@ class Client:
 
     async def manifest(self, where: str | Location) -> tuple[bytes, str, str]:
         """(payload, media type, digest) of what a location names."""
-        return await self.source(location(where, local=True)).resolve()
+        return await self.source(location(where)).resolve()
 
     async def digest(self, where: str | Location) -> str:
         return (await self.manifest(where))[2]
@@ -235,7 +246,7 @@ class Client:
 
     async def inspect(self, where: str | Location, *, platform: str | None = None) -> dict[str, Any]:
         """Digest, media type, platforms of an index; config, layers, sizes and annotations of an image."""
-        src = self.source(location(where, local=True))
+        src = self.source(location(where))
         payload, media_type, digest = await src.resolve()
         info: dict[str, Any] = {"name": src.label, "digest": digest, "mediaType": media_type, "size": len(payload)}
         document = json.loads(payload)
@@ -290,7 +301,7 @@ class Client:
 
     async def config(self, where: str | Location, *, platform: str | None = None) -> bytes:
         """The image config exactly as stored (verified); for an index, that of `platform` or this machine's."""
-        src = self.source(location(where, local=True))
+        src = self.source(location(where))
         payload, media_type, _ = await src.resolve()
         if media_type in mt.INDEXES:
             try:
