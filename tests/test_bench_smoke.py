@@ -74,6 +74,7 @@ def test_quick_run_measures_every_figure_for_both_registries(tmp_path: Path) -> 
 
 GC_BENCH = ROOT / "bench" / "gc_bench.py"
 GC_RACE = ROOT / "bench" / "gc_race.py"
+CLIENT_BENCH = ROOT / "bench" / "client_bench.py"
 
 
 @pytest.mark.parametrize("mode", ["loop", "serve"])
@@ -131,3 +132,21 @@ def test_auth_bench_quick_run(tmp_path: Path) -> None:
     assert set(figures["rps"]) == {"off", "bearer", "basic"}
     assert all(value > 0 for value in figures["rps"].values())
     assert figures["errors"] == {"off": 0, "bearer": 0, "basic": 0}
+
+
+def test_client_bench_quick_run_reports_both_clients(tmp_path: Path) -> None:
+    """bench/client_bench.py --quick: cargohold's client and skopeo push and pull against our registry."""
+    require_tool("skopeo")
+    report = tmp_path / "client.json"
+    done = subprocess.run(
+        [sys.executable, str(CLIENT_BENCH), "--quick", "--json", str(report)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, f"stdout:\n{done.stdout[-4000:]}\nstderr:\n{done.stderr[-4000:]}"
+    figures = json.loads(report.read_text())["figures"]
+    assert set(figures) == {"push_MBps", "pull_MBps", "push_rss_MB", "pull_rss_MB"}
+    for row in figures.values():
+        assert row["cargohold"] > 0 and row["skopeo"] > 0

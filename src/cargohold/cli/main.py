@@ -235,7 +235,9 @@ def repo_rm(name: str, config_file: Path | None, data: Path | None, force: bool)
 
 
 def main() -> None:
-    from .auth_commands import register
+    from .auth_commands import register as register_auth
+    from .client_commands import register as register_client
 
-    register(cli)
+    register_auth(cli)
+    register_client(cli)
     cli()
