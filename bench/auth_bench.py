@@ -95,21 +95,24 @@ def main(argv: list[str] | None = None) -> int:
                 server.stop()
 
     medians = {mode: statistics.median(values) for mode, values in rps.items()}
+    # This machine's speed drifts within minutes: each round's modes run back to back, so the
+    # cost is the median of the rounds' own ratios rather than a ratio of medians.
     report = {
         "conns": CONNS,
         "seconds": seconds,
         "rounds": rounds,
         "rps": medians,
+        "rps_rounds": rps,
         "errors": errors,
-        "slowdown_bearer": 1 - medians["bearer"] / medians["off"],
-        "slowdown_basic": 1 - medians["basic"] / medians["off"],
+        "slowdown_bearer": 1 - statistics.median(b / o for b, o in zip(rps["bearer"], rps["off"], strict=True)),
+        "slowdown_basic": 1 - statistics.median(b / o for b, o in zip(rps["basic"], rps["off"], strict=True)),
     }
-    print(f"manifest HEAD by tag, {CONNS} connections, median of {rounds} round(s) of {seconds} s")
+    print(f"manifest HEAD by tag, {CONNS} connections, {rounds} round(s) of {seconds} s; medians")
     for mode, value in medians.items():
         print(f"  auth {mode:<7} {value:>9,.0f} req/s   errors {errors[mode]}")
     verdict = "met" if report["slowdown_bearer"] < GOAL_SLOWDOWN else "MISSED"
     print(f"  token auth costs {report['slowdown_bearer']:.1%} (goal < {GOAL_SLOWDOWN:.0%}: {verdict});"
-          f" basic auth {report['slowdown_basic']:.1%}")  # fmt: skip
+          f" basic auth {report['slowdown_basic']:.1%} (medians of the rounds' paired ratios)")  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
     return 1 if any(errors.values()) else 0
