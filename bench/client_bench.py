@@ -156,6 +156,7 @@ def start_registry(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
     host = f"127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("CARGOHOLD_")}
     env["CARGOHOLD_ACCESS_LOG"] = "false"
+    env["CARGOHOLD_AUTH"] = "off"  # transfer speed of the clients, not the cost of auth
     log = open(workdir / "registry.log", "wb")  # noqa: SIM115 - lives as long as the server
     process = subprocess.Popen(
         [sys.executable, "-m", "cargohold", "serve", "--listen", host, "--data", str(workdir / "data")],

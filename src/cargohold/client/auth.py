@@ -89,12 +89,27 @@ class Authenticator:
         if "service" in self.challenge.params:
             params.append(("service", self.challenge.params["service"]))
         params.extend(("scope", scope) for scope in scopes)
-        headers = {"authorization": self._basic()} if self.credentials else {}
         self.token_requests.append(scopes)
         try:
-            response = await self.http.get(realm, params=params, headers=headers)
+            if self.credentials is not None and self.credentials.identity_token:
+                # docker's stored login: the OAuth2 refresh grant, scopes space-separated
+                form = {
+                    **({"service": self.challenge.params["service"]} if "service" in self.challenge.params else {}),
+                    "grant_type": "refresh_token",
+                    "refresh_token": self.credentials.identity_token,
+                    "client_id": "cargohold",
+                    "scope": " ".join(scopes),
+                }
+                response = await self.http.post(realm, data=form)
+            else:
+                headers = {"authorization": self._basic()} if self.credentials else {}
+                response = await self.http.get(realm, params=params, headers=headers)
         except httpx.HTTPError as err:
             raise ClientError(f"cannot reach the token server {realm} of {self.registry}: {err}") from None
+        if response.status_code in (400, 401, 403) and self.credentials and self.credentials.identity_token:
+            raise AuthError(
+                f"the token server of {self.registry} refused the stored login (expired or revoked); log in again"
+            )
         if response.status_code in (401, 403):
             who = f"user {self.credentials.username!r}" if self.credentials else "anonymous access"
             raise AuthError(f"the token server of {self.registry} refused {who} ({response.status_code})")

@@ -29,6 +29,9 @@ from .errors import ClientError
 class Credentials:
     username: str
     password: str = field(repr=False)  # never printed, never logged
+    # What `docker login` keeps instead of a password when the token server hands out refresh
+    # tokens (cargohold's does): exchanged for access tokens with the OAuth2 refresh grant.
+    identity_token: str = field(default="", repr=False)
 
 
 def config_dir() -> Path:
@@ -84,10 +87,15 @@ class CredentialStore:
             found = _run_helper(helper, "get", _auth_key(registry))
             if found is not None:
                 reply = _parse_helper_json(helper, found)
+                if reply.get("Username") == "<token>":  # the helper protocol's mark of an identity token
+                    return Credentials("", "", identity_token=str(reply.get("Secret", "")))
                 if reply.get("Username") or reply.get("Secret"):
                     return Credentials(str(reply.get("Username", "")), str(reply.get("Secret", "")))
         for key, entry in (data.get("auths") or {}).items():
             if parse_registry(key) == registry and isinstance(entry, dict):
+                if entry.get("identitytoken"):
+                    user = base64.b64decode(entry.get("auth") or "").decode(errors="replace").partition(":")[0]
+                    return Credentials(user, "", identity_token=str(entry["identitytoken"]))
                 if entry.get("auth"):
                     try:
                         user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
