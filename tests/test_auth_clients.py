@@ -20,6 +20,7 @@ import pytest
 from dxf import DXF
 
 from tests.support.auth import SecureRegistry
+from tests.support.cli import CargoholdCLI
 from tests.support.clients import (
     ContainersTools,
     Dockerd,
@@ -85,9 +86,17 @@ def test_docker_login_push_pull(
 
     login = dockerd.run("login", "-u", users["dev_name"], "--password-stdin", host, stdin=users["dev"] + "\n")
     assert "Login Succeeded" in login.stdout
+    # docker keeps the refresh token our token server handed out, not the password
+    stored = json.loads((Path(dockerd.env["DOCKER_CONFIG"]) / "config.json").read_text())["auths"][host]
+    assert stored["identitytoken"].startswith("chf_") and users["dev"] not in json.dumps(stored)
+    secure_registry.secrets.add(stored["identitytoken"])
     pushed = dockerd.run("push", image).stdout
     digest = re.search(r"digest: (sha256:[0-9a-f]{64})", pushed)
     assert digest, pushed
+    # cargohold's client uses docker's stored login as it is
+    ours = CargoholdCLI(tmp_path / "client", env={"DOCKER_CONFIG": dockerd.env["DOCKER_CONFIG"]})
+    inspected = ours.json("inspect", image, "--ca-cert", str(secure_registry.ca))
+    assert inspected["digest"] == digest[1]
     dockerd.run("rmi", image)
     pulled = dockerd.run("pull", image).stdout
     assert f"Digest: {digest[1]}" in pulled
