@@ -6,17 +6,17 @@ has its own connection: auth writes never wait inside a push's transaction.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 import sqlite3
 import time
-from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..storage.events import EVENT_SCHEMA, Actor, AuditEvent, query_events, record_event
+from ..storage.sqlite import connect, write_transaction
 from .scopes import Grant
 
 SCHEMA = """
@@ -146,24 +146,13 @@ def _grants_from(text: str | None) -> tuple[Grant, ...] | None:
 
 class AuthStore:
     def __init__(self, path: Path) -> None:
-        self._db = sqlite3.connect(path, isolation_level=None, timeout=30, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.executescript(SCHEMA + EVENT_SCHEMA)
+        self._db = connect(path, SCHEMA + EVENT_SCHEMA)
 
     def close(self) -> None:
         self._db.close()
 
-    @contextlib.contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+    def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
+        return write_transaction(self._db)
 
     # --- principals ------------------------------------------------------------------------------------------------
 

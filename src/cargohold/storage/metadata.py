@@ -10,12 +10,13 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..oci.rules import Quota
 from .events import EVENT_SCHEMA, Actor, record_event
+from .sqlite import connect, write_transaction
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS repository (
@@ -146,28 +147,13 @@ class MissingReferences(Exception):
 class SQLiteMetadataStore:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # Autocommit mode: transactions are explicit, reads take no lock.
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        # executescript commits on its own, so it runs outside an explicit transaction.
-        self._db.executescript(SCHEMA + EVENT_SCHEMA)
+        self._db = connect(self.path, SCHEMA + EVENT_SCHEMA)
 
     def close(self) -> None:
         self._db.close()
 
-    @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        # IMMEDIATE takes the write lock up front, so two writers never deadlock on upgrade.
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+    def transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+        return write_transaction(self._db)
 
     # -- repositories ---------------------------------------------------------------------
 
