@@ -169,3 +169,12 @@ def test_openapi_description_is_valid_and_true(secure_registry: SecureRegistry) 
             if "get" in operations and "{" not in path:
                 assert api.get(path).status_code == 200, path
     assert {"/api/v1/users", "/api/v1/robots", "/api/v1/audit", "/api/v1/usage"} <= set(document["paths"])
+
+
+def test_methods_no_one_may_use_are_refused_before_any_handler(secure_registry: SecureRegistry) -> None:
+    with secure_registry.client() as anonymous:
+        for method, path in [("POST", "/v2/team/x/manifests/v1"), ("PUT", "/v2/team/x/blobs/sha256:" + "0" * 64),
+                             ("PATCH", "/v2/team/x/tags/list"), ("HEAD", "/v2/team/x/blobs/uploads/abc")]:  # fmt: skip
+            response = anonymous.request(method, path)
+            assert response.status_code == 405, (method, path, response.status_code)
+            assert response.headers["allow"]

@@ -132,8 +132,15 @@ class Gate:
             if not caller.may_list_catalog():
                 self._refuse(request, caller, "registry:catalog:*", "registry:catalog", "list the catalog")
             return caller
-        action = _ACTIONS[route.endpoint].get(request.method)
-        if action is not None and not caller.may(route.name, action):
+        actions = _ACTIONS[route.endpoint]
+        action = actions.get(request.method)
+        if action is None:  # fail closed: a method no one may use is refused before any handler runs
+            raise RegistryError(
+                ErrorCode.UNSUPPORTED,
+                f"method {request.method} is not allowed here; use {', '.join(actions)}",
+                headers={"allow": ", ".join(actions)},
+            )
+        if not caller.may(route.name, action):
             self._refuse(request, caller, f"repository:{route.name}:{action}", route.name, action)
         return caller
 
