@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
 import secrets
 import sqlite3
@@ -133,14 +134,24 @@ class Registry:
 
     async def _every(self, interval: float, job: Callable[[SQLiteMetadataStore], None]) -> None:
         """Run a maintenance job now and then in a worker thread, with a database connection of
-        its own (a connection's transactions must not interleave with the event loop's)."""
+        its own (a connection's transactions must not interleave with the event loop's).
+
+        Every worker process schedules the job; a lock file lets one of them run it at a time,
+        so N workers do not collect garbage N times over.
+        """
+        lock_path = self.config.data / f".{job.__name__.lstrip('_')}.lock"
 
         def run() -> None:
-            meta = SQLiteMetadataStore(self.config.database_path)
-            try:
-                job(meta)
-            finally:
-                meta.close()
+            with open(lock_path, "a") as lock:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    return  # another worker is running it right now
+                meta = SQLiteMetadataStore(self.config.database_path)
+                try:
+                    job(meta)
+                finally:
+                    meta.close()
 
         loop = asyncio.get_running_loop()
         while True:
