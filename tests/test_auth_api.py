@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 import uuid
 from collections.abc import Callable
@@ -178,3 +179,26 @@ def test_methods_no_one_may_use_are_refused_before_any_handler(secure_registry: 
             response = anonymous.request(method, path)
             assert response.status_code == 405, (method, path, response.status_code)
             assert response.headers["allow"]
+
+
+def test_old_audit_events_are_pruned(cargohold_with: Callable[[dict[str, str]], Cargohold]) -> None:
+    server = cargohold_with({"CARGOHOLD_AUTH": "on", "CARGOHOLD_AUDIT_RETENTION": "1h",
+                             "CARGOHOLD_UPLOAD_SWEEP_INTERVAL": "1s"})  # fmt: skip
+    password = server.admin_password()
+    with httpx.Client(base_url=server.url, auth=("admin", password)) as client:
+        assert push_image(client, "team/audited", make_image(), "v1").status_code == 201
+        db = sqlite3.connect(server.data / "metadata.sqlite3")
+        try:
+            with db:
+                db.execute("UPDATE audit_event SET at = at - 7200 WHERE action = 'user.create'")
+            deadline = time.monotonic() + 15
+            while (
+                time.monotonic() < deadline
+                and db.execute("SELECT count(*) FROM audit_event WHERE action = 'user.create'").fetchone()[0]
+            ):
+                time.sleep(0.2)
+            actions = {row[0] for row in db.execute("SELECT action FROM audit_event")}
+        finally:
+            db.close()
+        assert "user.create" not in actions, "an event older than the retention was kept"
+        assert "manifest.push" in actions, "a recent event was pruned"

@@ -66,6 +66,8 @@ class Config:
     tls_cert: str = ""
     tls_key: str = ""
     tls_dev: bool = False
+    # Audit events are kept this long (pruned with the upload sweep); 0 keeps them forever.
+    audit_retention: float = 365 * 86400.0
 
     @property
     def host(self) -> str:

@@ -400,6 +400,9 @@ class AuthStore:
     def note_failure(self, keys: list[str], window: float) -> None:
         now = time.time()
         with self._tx() as db:
+            # Counters whose window has passed say nothing; dropping them keeps a spray of
+            # made-up user names from growing the table beyond one window's worth.
+            db.execute("DELETE FROM login_failure WHERE window_start + ? <= ?", (window, now))
             for key in keys:
                 db.execute(
                     "INSERT INTO login_failure(key, window_start, count) VALUES (?, ?, 1) "

@@ -118,6 +118,9 @@ class Registry:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 jobs.append(asyncio.create_task(self._every(self.config.upload_sweep_interval, self._expire_uploads)))
+                if self.config.audit_retention > 0:
+                    sweep = self.config.upload_sweep_interval
+                    jobs.append(asyncio.create_task(self._every(sweep, self._prune_audit)))
                 if self.config.retention:
                     jobs.append(asyncio.create_task(self._every(self.config.retention_interval, self._retain)))
                 if self.config.gc_interval > 0:
@@ -165,6 +168,11 @@ class Registry:
         expired = expire_uploads(meta, self.blobs, self.config.upload_max_age)
         if expired:
             log.info("expired %d abandoned upload session(s)", len(expired))
+
+    def _prune_audit(self, meta: SQLiteMetadataStore) -> None:
+        pruned = meta.prune_audit(self.config.audit_retention)
+        if pruned:
+            log.info("pruned %d audit event(s) older than the audit retention", pruned)
 
     def _retain(self, meta: SQLiteMetadataStore) -> None:
         for repo, tags in apply_retention(meta, self.config.retention, self.immutable_tags).items():

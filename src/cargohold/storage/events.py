@@ -57,6 +57,11 @@ def record_event(
     )
 
 
+def prune_events(db: sqlite3.Connection, older_than: float) -> int:
+    """Delete events older than `older_than` seconds; returns how many went."""
+    return db.execute("DELETE FROM audit_event WHERE at < ?", (time.time() - older_than,)).rowcount
+
+
 def query_events(
     db: sqlite3.Connection,
     *,

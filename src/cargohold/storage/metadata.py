@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..oci.rules import Quota
-from .events import EVENT_SCHEMA, Actor, record_event
+from .events import EVENT_SCHEMA, Actor, prune_events, record_event
 from .sqlite import connect, write_transaction
 
 SCHEMA = """
@@ -154,6 +154,11 @@ class SQLiteMetadataStore:
 
     def transaction(self) -> AbstractContextManager[sqlite3.Connection]:
         return write_transaction(self._db)
+
+    def prune_audit(self, older_than: float) -> int:
+        """Drop audit events older than `older_than` seconds."""
+        with self.transaction() as db:
+            return prune_events(db, older_than)
 
     # -- repositories ---------------------------------------------------------------------
 
