@@ -29,9 +29,7 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SecureReg
     # A registry of its own, plain HTTP (speed), with a failure limit no fuzzing run reaches.
     server = Cargohold(tmp_path_factory.mktemp("fuzz"), auth=True, extra_env={"CARGOHOLD_AUTH_MAX_FAILURES": "1000000"})
     server.start()
-    registry = SecureRegistry.__new__(SecureRegistry)
-    registry.server, registry.secrets = server, set()
-    registry.admin_password = server.admin_password()
+    registry = SecureRegistry(server)
     registry.add_user("reader", "reader-password-9", "team/*:pull")
     with httpx.Client(base_url=server.url, auth=("admin", registry.admin_password)) as admin:
         assert push_image(admin, REPO, make_image(), "v1").status_code == 201

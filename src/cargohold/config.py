@@ -6,6 +6,7 @@ import dataclasses
 import json
 import os
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -104,6 +105,13 @@ def parse_duration(text: str | float) -> float:
     if not found:
         raise ValueError(f"{text!r} is not a duration such as 45s, 30m, 24h or 90d")
     return float(found[1]) * _UNIT_SECONDS[found[2]]
+
+
+def expires_at(text: str | float | None) -> float | None:
+    """The moment a lifetime such as `90d` from now ends; None for no expiry (None, "", "never")."""
+    if text in (None, "", "never"):
+        return None
+    return time.time() + parse_duration(text)  # type: ignore[arg-type]
 
 
 def _coerce(name: str, raw: Any, default: Any) -> Any:

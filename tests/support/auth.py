@@ -28,7 +28,8 @@ class SecureRegistry:
         self.secrets.add(self.admin_password)
         self.cert_dir = server.workdir / "certs"  # what skopeo/podman --cert-dir want: a dir with ca.crt
         self.cert_dir.mkdir(exist_ok=True)
-        (self.cert_dir / "ca.crt").write_bytes(server.ca.read_bytes())
+        if server.ca.exists():  # a registry started with tls
+            (self.cert_dir / "ca.crt").write_bytes(server.ca.read_bytes())
 
     @property
     def host(self) -> str:
@@ -84,7 +85,7 @@ class SecureRegistry:
         return secret
 
     def client(self, **kwargs: object) -> httpx.Client:
-        verify = ssl.create_default_context(cafile=str(self.ca))
+        verify = ssl.create_default_context(cafile=str(self.ca)) if self.ca.exists() else True
         return httpx.Client(base_url=self.url, verify=verify, timeout=30, **kwargs)  # type: ignore[arg-type]
 
     def token(self, username: str | None, password: str | None, *scopes: str) -> str:

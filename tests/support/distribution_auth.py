@@ -9,7 +9,6 @@ import ipaddress
 import json
 import ssl
 import subprocess
-import threading
 import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -24,7 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from tests.support.servers import Distribution, free_port
+from tests.support.servers import Distribution, free_port, serve_in_background, shut_down
 
 
 def self_signed(directory: Path, name: str) -> tuple[Path, Path]:
@@ -118,13 +117,11 @@ class TokenServer:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(self.tls_cert, self.tls_key)
         self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        serve_in_background(self.server)
         return self
 
     def stop(self) -> None:
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
+        shut_down(self.server)
 
 
 class AuthDistribution(Distribution):

@@ -9,7 +9,7 @@ import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from tests.support.servers import free_port
+from tests.support.servers import free_port, serve_in_background, shut_down
 
 
 class CuttingProxy:
@@ -152,14 +152,11 @@ class LyingRegistry:
 
             do_HEAD = do_GET
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server = serve_in_background(ThreadingHTTPServer(("127.0.0.1", self.port), Handler))
         return self
 
     def stop(self) -> None:
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
+        shut_down(self.server)
 
 
 class FlakyRegistry:
@@ -207,11 +204,8 @@ class FlakyRegistry:
                 else:
                     self._send(404, b"", {})
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server = serve_in_background(ThreadingHTTPServer(("127.0.0.1", self.port), Handler))
         return self
 
     def stop(self) -> None:
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
+        shut_down(self.server)

@@ -10,11 +10,25 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
 import pytest
+
+
+def serve_in_background(server: ThreadingHTTPServer) -> ThreadingHTTPServer:
+    """A test's own small HTTP server, answering from a daemon thread until `shut_down`."""
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def shut_down(server: ThreadingHTTPServer | None) -> None:
+    if server is not None:
+        server.shutdown()
+        server.server_close()
 
 
 def free_port() -> int:

@@ -20,7 +20,7 @@ import click
 from ..auth.scopes import Grant, ScopeError
 from ..auth.service import Authority
 from ..auth.store import AuthStoreError, Credential, Principal
-from ..config import parse_duration
+from ..config import expires_at, parse_duration
 from ..storage.events import Actor
 from .main import _config, config_option, data_option
 
@@ -47,10 +47,8 @@ def _password(from_stdin: bool) -> str:
 
 
 def _expiry(text: str | None) -> float | None:
-    if text in (None, "never"):
-        return None
     try:
-        return time.time() + parse_duration(text)
+        return expires_at(text)
     except ValueError as err:
         raise click.BadParameter(str(err)) from None
 

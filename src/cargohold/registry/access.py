@@ -82,8 +82,7 @@ class Gate:
     def audit(
         self, request: Request, actor: str, action: str, target: str, outcome: str = "ok", detail: str = ""
     ) -> None:
-        ctx = Actor(actor, client_address(request), request.request_id)
-        self.authority.audit(ctx, action, target, outcome, detail)
+        self.authority.audit(actor_of(request, actor), action, target, outcome, detail)
 
     def caller(self, request: Request) -> Caller:
         """Authenticate the request's credentials, if any. Bad credentials are refused here."""
@@ -175,3 +174,8 @@ def decode_basic(value: str) -> tuple[str, str]:
 def client_address(request: Request) -> str:
     client = request.scope.get("client")
     return str(client[0]) if client else "-"
+
+
+def actor_of(request: Request, name: str) -> Actor:
+    """`name` acting through this request, as its audit events record it."""
+    return Actor(name, client_address(request), request.request_id)

@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING, Any
 
 from ..auth.scopes import ADMIN, Grant, ScopeError
 from ..auth.store import AuthStoreError, Credential, Principal
-from ..config import parse_duration
+from ..config import expires_at, parse_duration
 from ..lifecycle.usage import delete_repository, usage_report
 from ..oci.errors import ErrorCode, RegistryError
 from ..oci.names import validate_name
 from ..storage.events import Actor
 from ..storage.metadata import ImmutableTagError
-from .access import client_address
+from .access import actor_of
 from .http import Request, Responder
 from .openapi import openapi_document
 
@@ -86,7 +86,7 @@ async def serve(registry: Registry, request: Request, res: Responder) -> None:
 def _admit(registry: Registry, request: Request) -> Actor:
     gate = registry.gate
     if gate is None:  # auth is off: the operator chose to trust everyone who reaches the port
-        return Actor("anonymous", client_address(request), request.request_id)
+        return actor_of(request, "anonymous")
     caller = gate.caller(request)
     request.caller = caller
     allowed = (
@@ -97,7 +97,7 @@ def _admit(registry: Registry, request: Request) -> Actor:
             raise RegistryError(ErrorCode.UNAUTHORIZED, headers=gate.challenge(request, "registry:admin:*"))
         gate.audit(request, caller.name, "access.admin", request.path[:200], "denied")
         raise RegistryError(ErrorCode.DENIED, f"{caller.name} is not an administrator")
-    return Actor(caller.name, client_address(request), request.request_id)
+    return actor_of(request, caller.name)
 
 
 async def _body(request: Request) -> dict[str, Any]:
@@ -108,10 +108,6 @@ async def _body(request: Request) -> dict[str, Any]:
     if not isinstance(document, dict):
         raise RegistryError(ErrorCode.UNSUPPORTED, "the request body must be a JSON object", status=400)
     return document
-
-
-def _expiry(value: Any) -> float | None:
-    return None if value in (None, "", "never") else time.time() + parse_duration(value)
 
 
 def _grants(values: Any) -> tuple[Grant, ...]:
@@ -199,7 +195,11 @@ async def create_robot(registry: Registry, request: Request, ctx: Actor, _: dict
     if not isinstance(body.get("name"), str):
         raise ValueError("give name")
     principal, secret = registry.authority.create_robot(
-        ctx, body["name"], _grants(body.get("scopes")), _expiry(body.get("expires")), str(body.get("description", ""))
+        ctx,
+        body["name"],
+        _grants(body.get("scopes")),
+        expires_at(body.get("expires")),
+        str(body.get("description", "")),
     )
     return 201, {**principal_json(principal, registry), "secret": secret}
 
@@ -225,7 +225,7 @@ async def create_token(registry: Registry, request: Request, ctx: Actor, _: dict
         raise ValueError("give user and name")
     scopes = body.get("scopes")
     secret = registry.authority.create_token(
-        ctx, body["user"], body["name"], _expiry(body.get("expires")), None if scopes is None else _grants(scopes)
+        ctx, body["user"], body["name"], expires_at(body.get("expires")), None if scopes is None else _grants(scopes)
     )
     return 201, {"user": body["user"], "name": body["name"], "secret": secret}
 

@@ -23,7 +23,7 @@ from ..storage.blobstore import FilesystemBlobStore, StorageFullError
 from ..storage.events import Actor
 from ..storage.metadata import ImmutableRule, SQLiteMetadataStore
 from . import admin_api, blobs, manifests, token_endpoint, uploads
-from .access import OPEN, Gate, client_address
+from .access import OPEN, Gate, actor_of
 from .accesslog import AccessLog
 from .bodysink import WriteBudget
 from .http import ClientDisconnected, Receive, Request, Responder, Scope, Send
@@ -56,7 +56,7 @@ class Registry:
     def actor(request: Request) -> Actor:
         """Who made the request, for the audit events its changes record."""
         name = request.caller.name if request.caller is not OPEN else "anonymous"
-        return Actor(name, client_address(request), request.request_id)
+        return actor_of(request, name)
 
     def may(self, request: Request, repository: str, action: str) -> bool:
         return self.gate is None or request.caller.may(repository, action)
