@@ -28,7 +28,9 @@ EXPECTED_FIGURES = [
         for what in ("rps", "p99_ms", "errors")
     ),
     "concurrent_upload_MBps",
+    "concurrent_upload_peak_pss_MB",
     "concurrent_upload_peak_rss_MB",
+    "peak_pss_MB",
     "peak_rss_MB",
     "tag_create_per_s",
     "tags_list_ms",

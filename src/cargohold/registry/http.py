@@ -59,14 +59,20 @@ class Request:
         return int(value)
 
     async def body_chunks(self) -> AsyncIterator[bytes]:
+        """The body's chunks, reading one ahead: granian fetches the next chunk from the
+        socket while the consumer is still hashing this one."""
+        pending = self.receive()
         while True:
-            message = await self.receive()
+            message = await pending
             if message["type"] == "http.disconnect":
                 raise ClientDisconnected
+            more = message.get("more_body", False)
+            if more:
+                pending = self.receive()
             chunk = message.get("body", b"")
             if chunk:
                 yield chunk
-            if not message.get("more_body", False):
+            if not more:
                 return
 
     async def discard_body(self, limit: int) -> None:
