@@ -65,6 +65,31 @@ def test_cli_help() -> None:
     assert "--listen" in result.stdout and "--data" in result.stdout
 
 
+def test_lazy_commands_name_what_their_modules_register() -> None:
+    """`serve` loads neither the client nor the account tools; the map of which module holds
+    which command must stay true, or a command would vanish from the CLI."""
+    import click
+
+    from cargohold.cli import auth_commands, client_commands
+    from cargohold.cli.main import LAZY_COMMANDS
+
+    registered = {}
+    for module in (auth_commands, client_commands):
+        group = click.Group()
+        module.register(group)
+        registered.update(dict.fromkeys(group.commands, module.__name__.rsplit(".", 1)[1]))
+    assert registered == LAZY_COMMANDS
+
+
+def test_serve_imports_neither_the_client_nor_the_account_tools() -> None:
+    probe = (
+        "import sys; from cargohold.cli.main import cli; cli.get_command(None, 'serve'); "
+        "print(sorted(m for m in sys.modules if m.startswith(('cargohold.client', 'cargohold.cli.', 'httpx', 'rich'))))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "['cargohold.cli.main']"
+
+
 @pytest.mark.parametrize(
     ("text", "seconds"), [("90", 90), ("45s", 45), ("30m", 1800), ("24h", 86400), ("90d", 7776000)]
 )

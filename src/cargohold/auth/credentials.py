@@ -7,6 +7,7 @@ the server find the credential by its digest without a slow hash on every reques
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import secrets
@@ -20,9 +21,20 @@ ROBOT_PREFIX = "chr_"
 TOKEN_PREFIX = "chp_"
 REFRESH_PREFIX = "chf_"
 SECRET_PREFIXES = (ROBOT_PREFIX, TOKEN_PREFIX, REFRESH_PREFIX)
-# A hash of a password nobody has, verified when the user does not exist so that the answer
-# takes as long either way and does not reveal which user names exist.
-_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """A hash of a password nobody has, verified when the user does not exist so that the
+    answer takes as long either way and does not reveal which user names exist. Made on first
+    use: every process that imports this module (each CLI command) would pay for it otherwise."""
+    return _hasher.hash(secrets.token_urlsafe(16))
+
+
+def prepare_logins() -> None:
+    """Make the dummy hash now (a server does this at start), so that not even the first
+    login of an unknown user answers faster than one of a known user."""
+    _dummy_hash()
 
 
 def hash_password(password: str) -> str:
@@ -31,7 +43,7 @@ def hash_password(password: str) -> str:
 
 def verify_password(stored_hash: str | None, password: str) -> bool:
     try:
-        return _hasher.verify(stored_hash or _DUMMY_HASH, password) and stored_hash is not None
+        return _hasher.verify(stored_hash or _dummy_hash(), password) and stored_hash is not None
     except (VerificationError, InvalidHashError):
         return False
 

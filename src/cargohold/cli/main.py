@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+import importlib
 import json
 import os
 import sys
@@ -17,8 +18,28 @@ from ..config import Config, ConfigError, load_config
 from ..storage.blobstore import FilesystemBlobStore
 from ..storage.metadata import ImmutableTagError, SQLiteMetadataStore
 
+# Commands that live in other modules, imported only when one of them is named: `serve`
+# forks its workers from this process, and the client and the account tools would only add
+# start-up time and memory to every worker (and the client's start-up to every `gc`).
+LAZY_COMMANDS = {
+    **dict.fromkeys(("user", "robot", "token", "policy", "keys", "audit"), "auth_commands"),
+    **dict.fromkeys(
+        ("login", "logout", "push", "pull", "copy", "tag", "ls", "inspect", "rm", "digest"), "client_commands"
+    ),
+}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in LAZY_COMMANDS:
+            importlib.import_module(f"{__package__}.{LAZY_COMMANDS[cmd_name]}").register(self)
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="cargohold")
 def cli() -> None:
     """cargohold: a container registry and release pipeline in one program."""
@@ -235,9 +256,4 @@ def repo_rm(name: str, config_file: Path | None, data: Path | None, force: bool)
 
 
 def main() -> None:
-    from .auth_commands import register as register_auth
-    from .client_commands import register as register_client
-
-    register_auth(cli)
-    register_client(cli)
     cli()

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+from ..auth.credentials import prepare_logins
 from ..auth.service import Authority, AuthSettings
 from ..config import Config, load_config
 from ..lifecycle.gc import collect_garbage
@@ -51,6 +52,8 @@ class Registry:
         self.immutable_tags = parse_rules(config.immutable_tags)
         self.authority = Authority.open(config.data, auth_settings(config))
         self.gate = Gate(self.authority, config.auth_realm or None) if config.auth else None
+        if config.auth:
+            prepare_logins()
 
     @staticmethod
     def actor(request: Request) -> Actor:
