@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 
 import httpx
 import pytest
@@ -125,6 +126,30 @@ def test_digest_mismatch_stores_nothing(client: httpx.Client) -> None:
     assert error_code(response) == "DIGEST_INVALID"
     assert client.head(f"/v2/{repo}/blobs/{wrong}").status_code == 404
     assert client.head(f"/v2/{repo}/blobs/{sha256(data)}").status_code == 404
+
+
+def test_reupload_of_a_stored_blob_keeps_one_copy_and_heals_a_damaged_one(cargohold: ServerProcess) -> None:
+    data = os.urandom(300_000)
+    digest = sha256(data)
+    stored = cargohold.data / "blobs" / "sha256" / digest[7:9] / digest[7:]
+    uploads = cargohold.data / "uploads"
+    with httpx.Client(base_url=cargohold.url, timeout=30) as ours:
+        first, second = unique_repo(), unique_repo()
+        push_blob(ours, first, data)
+        inode = stored.stat().st_ino
+        push_blob(ours, second, data)  # no mount: the whole body travels again
+        assert stored.stat().st_ino == inode, "the stored copy was replaced, not kept"
+        assert ours.get(f"/v2/{second}/blobs/{digest}").content == data
+        # The redundant upload file is deleted in the background.
+        deadline = time.monotonic() + 10
+        while any(uploads.iterdir()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(uploads.iterdir())
+
+        stored.write_bytes(data[:1000])  # damaged on disk: the next upload of the content repairs it
+        assert ours.get(f"/v2/{first}/blobs/{digest}").status_code == 404
+        push_blob(ours, unique_repo(), data)
+        assert ours.get(f"/v2/{first}/blobs/{digest}").content == data
 
 
 def test_cross_repository_mount(client: httpx.Client) -> None:

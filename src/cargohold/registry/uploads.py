@@ -168,10 +168,13 @@ def _finish(
     try:
         registry.meta.check_quotas(name, registry.config.quotas, str(digest), writer.size)
         with registry.blobs.publishing(digest):
-            registry.blobs.commit_upload(upload_id, digest)
+            moved = registry.blobs.commit_upload(upload_id, digest)
             # Checked again inside the write transaction; if a concurrent upload won the last
             # bytes of the quota, the file just placed stays unrecorded until GC takes it.
             registry.meta.add_blob(name, str(digest), writer.size, upload_id, registry.config.quotas)
+        if not moved:  # the blob was stored already: this copy goes, without holding up the answer
+            writer.close()  # the last open handle, or closing it would free the blocks here
+            registry.pool.submit(registry.blobs.delete_upload, upload_id)
     except QuotaExceededError as err:
         _discard(registry, upload_id)
         raise quota_refusal(err, "the upload was discarded") from None

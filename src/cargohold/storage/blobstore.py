@@ -62,13 +62,22 @@ class FilesystemBlobStore:
     def read_upload(self, upload_id: str) -> BinaryIO:
         return open(self._upload_path(upload_id), "rb")
 
-    def commit_upload(self, upload_id: str, digest: Digest) -> None:
-        """Move a verified upload to its blob key. Call inside `publishing(digest)`."""
-        target = self.blob_path(digest)
-        # Same content, same name: if the blob is already there, replacing it is harmless.
-        os.replace(self._upload_path(upload_id), target)
+    def commit_upload(self, upload_id: str, digest: Digest) -> bool:
+        """Move a verified upload to its blob key. Call inside `publishing(digest)`.
+
+        Returns False when an intact copy was already stored: the upload file then stays for
+        `delete_upload`, which the caller runs off the request path, because freeing a large
+        file (all a replacing rename would do here) takes tens of milliseconds.
+        """
+        source, target = self._upload_path(upload_id), self.blob_path(digest)
+        with contextlib.suppress(FileNotFoundError):
+            if target.stat().st_size == source.stat().st_size:
+                return False
+        # Absent, or damaged (its size is wrong): the verified upload takes its place.
+        os.replace(source, target)
         if self.fsync:
             _fsync_dir(target.parent)
+        return True
 
     @contextlib.contextmanager
     def _prefix_lock(self, digest: Digest, mode: int) -> Iterator[None]:
