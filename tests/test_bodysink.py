@@ -109,7 +109,7 @@ def test_the_budget_bounds_bytes_in_flight_across_uploads(tmp_path: Path) -> Non
 
     class Watched(UploadWriter):
         def write_parts(self, parts: list[bytes]) -> None:
-            seen.append(budget._used)
+            seen.append(budget.used)
             super().write_parts(parts)
 
     quarter = BATCH_BYTES // 4  # batches of exactly BATCH_BYTES
@@ -131,4 +131,4 @@ def test_the_budget_bounds_bytes_in_flight_across_uploads(tmp_path: Path) -> Non
         assert (tmp_path / f"u{n}").read_bytes() == b"".join(uploads[n])
     assert seen and max(seen) <= budget.limit
     assert max(seen) == budget.limit, "five uploads at once should have used the whole budget"
-    assert budget._used == 0
+    assert budget.used == 0

@@ -38,6 +38,10 @@ class WriteBudget:
         self._used = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
 
+    @property
+    def used(self) -> int:
+        return self._used
+
     async def take(self, size: int) -> None:
         # An idle budget admits any batch, so one larger than the limit cannot stall.
         while self._used and self._used + size > self.limit:
