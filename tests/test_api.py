@@ -141,11 +141,13 @@ def test_reupload_of_a_stored_blob_keeps_one_copy_and_heals_a_damaged_one(cargoh
         push_blob(ours, second, data)  # no mount: the whole body travels again
         assert stored.stat().st_ino == inode, "the stored copy was replaced, not kept"
         assert ours.get(f"/v2/{second}/blobs/{digest}").content == data
-        # The redundant upload file is deleted in the background.
-        deadline = time.monotonic() + 10
-        while set(uploads.iterdir()) - others and time.monotonic() < deadline:
-            time.sleep(0.05)
+        # The redundant upload file left uploads/ with the answer, and is freed in the background.
         assert not set(uploads.iterdir()) - others
+        trash = cargohold.data / "trash"
+        deadline = time.monotonic() + 10
+        while any(trash.iterdir()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(trash.iterdir())
 
         stored.write_bytes(data[:1000])  # damaged on disk: the next upload of the content repairs it
         assert ours.get(f"/v2/{first}/blobs/{digest}").status_code == 404

@@ -14,8 +14,10 @@ def expire_uploads(
     """Remove sessions that received nothing for `max_age` seconds; returns their ids.
 
     A session some request is writing to right now is locked and left alone, however old.
-    Files without a session (left by a crash between the two) go the same way.
+    Files without a session (left by a crash between the two) go the same way, and so do
+    trashed upload files a crash kept from being freed.
     """
+    store.empty_trash()
     cutoff = (time.time() if now is None else now) - max_age
     expired = []
     for upload_id in sorted(meta.upload_ids() | set(store.upload_ids())):

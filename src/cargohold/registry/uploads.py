@@ -159,7 +159,7 @@ def _finish(
         else _hash_upload(registry, upload_id, digest.algorithm).hexdigest()
     )
     if actual != digest.encoded:
-        _discard(registry, upload_id)
+        _discard(registry, upload_id, writer)
         raise RegistryError(
             ErrorCode.DIGEST_INVALID,
             f"uploaded content has digest {digest.algorithm}:{actual}, not {digest}; the upload was discarded",
@@ -172,11 +172,10 @@ def _finish(
             # Checked again inside the write transaction; if a concurrent upload won the last
             # bytes of the quota, the file just placed stays unrecorded until GC takes it.
             registry.meta.add_blob(name, str(digest), writer.size, upload_id, registry.config.quotas)
-        if not moved:  # the blob was stored already: this copy goes, without holding up the answer
-            writer.close()  # the last open handle, or closing it would free the blocks here
-            registry.pool.submit(registry.blobs.delete_upload, upload_id)
+        if not moved:  # the blob was stored already: this copy went to the trash
+            _empty_trash_soon(registry, writer)
     except QuotaExceededError as err:
-        _discard(registry, upload_id)
+        _discard(registry, upload_id, writer)
         raise quota_refusal(err, "the upload was discarded") from None
 
 
@@ -195,10 +194,24 @@ def _hash_upload(registry: Registry, upload_id: str, algorithm: str, size: int |
     return hasher
 
 
-def _discard(registry: Registry, upload_id: str) -> None:
+def _discard(registry: Registry, upload_id: str, writer: UploadWriter | None = None) -> None:
+    """End a session and drop its bytes; `writer` is the request's open handle, if any."""
     registry.hashers.drop(upload_id)
     registry.meta.delete_upload(upload_id)
-    registry.blobs.delete_upload(upload_id)
+    registry.blobs.trash_upload(upload_id)
+    _empty_trash_soon(registry, writer)
+
+
+def _empty_trash_soon(registry: Registry, writer: UploadWriter | None) -> None:
+    """Free trashed upload files in a pool thread: unlinking a large file takes tens of
+    milliseconds, and the event loop must not wait. Our handle closes first, since the
+    last close is what frees the blocks."""
+    if writer is not None:
+        writer.close()
+    try:
+        registry.pool.submit(registry.blobs.empty_trash)
+    except RuntimeError:  # the pool has shut down: the server is stopping
+        registry.blobs.empty_trash()
 
 
 def _new_session(registry: Registry, name: str) -> str:
@@ -305,6 +318,6 @@ async def status(registry: Registry, request: Request, res: Responder, name: str
 
 
 async def cancel(registry: Registry, request: Request, res: Responder, name: str, upload_id: str) -> None:
-    async with _locked(registry, name, upload_id):
-        _discard(registry, upload_id)
+    async with _locked(registry, name, upload_id) as writer:
+        _discard(registry, upload_id, writer)
     await res.empty(204)

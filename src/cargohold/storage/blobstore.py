@@ -2,7 +2,8 @@
 gets written down as a Protocol with a shared test suite when that second store exists.)
 
 Blobs live under `blobs/<algorithm>/<first two hex>/<hex>`; upload sessions under
-`uploads/<id>`. A blob appears at its final key only by an atomic rename of a file whose
+`uploads/<id>`; upload files a request gave up on wait in `trash/` to be freed off the
+request path. A blob appears at its final key only by an atomic rename of a file whose
 digest was already verified, so readers never see partial content. Keys are built only
 from validated digests and upload ids, never from request text, so they cannot escape
 the root.
@@ -43,8 +44,9 @@ class FilesystemBlobStore:
         self.fsync = fsync
         self._blobs = self.root / "blobs"
         self._uploads = self.root / "uploads"
-        self._blobs.mkdir(parents=True, exist_ok=True)
-        self._uploads.mkdir(parents=True, exist_ok=True)
+        self._trash = self.root / "trash"
+        for directory in (self._blobs, self._uploads, self._trash):
+            directory.mkdir(parents=True, exist_ok=True)
 
     def _upload_path(self, upload_id: str) -> Path:
         return self._uploads / check_upload_id(upload_id)
@@ -65,13 +67,14 @@ class FilesystemBlobStore:
     def commit_upload(self, upload_id: str, digest: Digest) -> bool:
         """Move a verified upload to its blob key. Call inside `publishing(digest)`.
 
-        Returns False when an intact copy was already stored: the upload file then stays for
-        `delete_upload`, which the caller runs off the request path, because freeing a large
-        file (all a replacing rename would do here) takes tens of milliseconds.
+        Returns False when an intact copy was already stored: the upload goes to the trash
+        instead, because replacing would free the old file inside the rename, which takes
+        tens of milliseconds for a large one.
         """
         source, target = self._upload_path(upload_id), self.blob_path(digest)
         with contextlib.suppress(FileNotFoundError):
             if target.stat().st_size == source.stat().st_size:
+                self.trash_upload(upload_id)
                 return False
         # Absent, or damaged (its size is wrong): the verified upload takes its place.
         os.replace(source, target)
@@ -119,6 +122,19 @@ class FilesystemBlobStore:
     def delete_upload(self, upload_id: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             self._upload_path(upload_id).unlink()
+
+    def trash_upload(self, upload_id: str) -> None:
+        """Take an upload file out of `uploads/` at once (a rename); `empty_trash` frees it."""
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(self._upload_path(upload_id), self._trash / upload_id)
+
+    def empty_trash(self) -> None:
+        """Free the trashed files (slow for large ones: run it off the request path). A
+        crash may leave some behind; the next call frees them."""
+        with os.scandir(self._trash) as entries:
+            for entry in entries:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
 
     def blob_size(self, digest: Digest) -> int | None:
         try:
