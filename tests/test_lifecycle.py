@@ -65,11 +65,15 @@ def test_expire_uploads_removes_only_idle_sessions(fresh_cargohold: Cargohold) -
     idle_file = fresh_cargohold.data / "uploads" / idle.rsplit("/", 1)[1]
     two_days_ago = time.time() - 2 * 86400
     os.utime(idle_file, (two_days_ago, two_days_ago))
+    # What a crash left in the trash before a pool thread could free it goes too.
+    left_by_crash = fresh_cargohold.data / "trash" / ("f" * 32)
+    left_by_crash.write_bytes(b"y" * 5000)
 
     result = cargohold("expire-uploads", "--data", str(fresh_cargohold.data), "--older-than", "1d")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "expired 1 upload session(s)"
     assert not idle_file.exists()
+    assert not left_by_crash.exists()
     with httpx.Client(base_url=fresh_cargohold.url) as c:
         assert c.get(idle).status_code == 404
         assert c.get(fresh).status_code == 204
