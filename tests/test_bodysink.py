@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from cargohold.registry.bodysink import BATCH_BYTES, WriteBudget, sink
-from cargohold.registry.http import ClientDisconnected
+from cargohold.registry.http import ClientDisconnected, Request
 from cargohold.storage.uploadfile import StorageFullError, UploadWriter
 
 
@@ -132,3 +132,39 @@ def test_the_budget_bounds_bytes_in_flight_across_uploads(tmp_path: Path) -> Non
     assert seen and max(seen) <= budget.limit
     assert max(seen) == budget.limit, "five uploads at once should have used the whole budget"
     assert budget.used == 0
+
+
+class ScriptedBody:
+    """The receive() side of an ASGI request: the body in pieces, then nothing more to give."""
+
+    def __init__(self, pieces: list[bytes]) -> None:
+        self.messages = [
+            {"type": "http.request", "body": piece, "more_body": n < len(pieces) - 1} for n, piece in enumerate(pieces)
+        ]
+        self.calls = 0
+
+    async def __call__(self) -> dict[str, object]:
+        self.calls += 1
+        if not self.messages:
+            raise AssertionError("receive() called after the whole body arrived: it would wait for a disconnect")
+        return self.messages.pop(0)
+
+
+@pytest.mark.parametrize("read_ahead", [False, True])
+def test_an_abandoned_body_is_continued_and_never_read_past_its_end(read_ahead: bool) -> None:
+    receive = ScriptedBody([b"a", b"b", b"c", b"d"])
+    request = Request({"method": "PATCH", "path": "/", "headers": []}, receive)
+
+    async def run() -> tuple[list[bytes], list[bytes]]:
+        first: list[bytes] = []
+        async for chunk in request.body_chunks(read_ahead):
+            first.append(chunk)
+            if len(first) == 2:
+                break  # as a failed write does: the rest must still be readable, none of it lost
+        rest = [chunk async for chunk in request.body_chunks()]
+        await request.discard_body(1 << 20)  # the body is over: returns without a receive()
+        return first, rest
+
+    first, rest = asyncio.run(run())
+    assert (first, rest) == ([b"a", b"b"], [b"c", b"d"])
+    assert receive.calls == 4

@@ -49,6 +49,7 @@ class Registry:
         # Threads that write upload batches while the event loop receives and hashes.
         self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="upload")
         self.write_budget = WriteBudget(WRITE_BUDGET_BYTES)
+        self.receiving_uploads = 0  # request bodies streaming into uploads right now
         self.immutable_tags = parse_rules(config.immutable_tags)
         self.authority = Authority.open(config.data, auth_settings(config))
         self.gate = Gate(self.authority, config.auth_realm or None) if config.auth else None

@@ -28,7 +28,18 @@ class ClientDisconnected(Exception):
 
 
 class Request:
-    __slots__ = ("_query", "caller", "headers", "method", "path", "receive", "request_id", "scope")
+    __slots__ = (
+        "_body_done",
+        "_pending",
+        "_query",
+        "caller",
+        "headers",
+        "method",
+        "path",
+        "receive",
+        "request_id",
+        "scope",
+    )
 
     def __init__(self, scope: Scope, receive: Receive) -> None:
         self.scope = scope
@@ -43,6 +54,8 @@ class Request:
             # Repeated headers (skopeo sends one Accept line per type) combine as a list.
             self.headers[key] = f"{self.headers[key]}, {value}" if key in self.headers else value
         self._query: dict[str, list[str]] | None = None
+        self._pending: Awaitable[Message] | None = None  # a receive() started ahead of need
+        self._body_done = False
 
     def query(self, key: str) -> str | None:
         if self._query is None:
@@ -58,22 +71,21 @@ class Request:
             raise RegistryError(ErrorCode.SIZE_INVALID, f"invalid Content-Length {value[:40]!r}")
         return int(value)
 
-    async def body_chunks(self) -> AsyncIterator[bytes]:
-        """The body's chunks, reading one ahead: granian fetches the next chunk from the
-        socket while the consumer is still hashing this one."""
-        pending = self.receive()
-        while True:
+    async def body_chunks(self, read_ahead: bool = False) -> AsyncIterator[bytes]:
+        """What is left of the body, chunk by chunk; a later call goes on where an abandoned
+        one stopped. Reading one ahead lets granian fetch the next chunk from the socket while
+        the consumer still hashes this one, at the cost of holding it."""
+        while not self._body_done:
+            pending, self._pending = self._pending or self.receive(), None
             message = await pending
             if message["type"] == "http.disconnect":
                 raise ClientDisconnected
-            more = message.get("more_body", False)
-            if more:
-                pending = self.receive()
+            self._body_done = not message.get("more_body", False)
+            if read_ahead and not self._body_done:
+                self._pending = self.receive()
             chunk = message.get("body", b"")
             if chunk:
                 yield chunk
-            if not more:
-                return
 
     async def discard_body(self, limit: int) -> None:
         """Read and drop what is left of the body, up to `limit` bytes."""

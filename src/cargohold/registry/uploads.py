@@ -38,6 +38,8 @@ _MAX_CACHED_HASHERS = 1024
 _DRAIN_LIMIT = 1 << 30
 # How long a request waits for another request on the same upload session to finish.
 _BUSY_WAIT = 5.0
+# Uploads of one process that may read a body chunk ahead at the same time.
+_READ_AHEAD_MAX_STREAMS = 4
 
 
 class HasherCache:
@@ -84,14 +86,20 @@ async def _append(registry: Registry, request: Request, writer: UploadWriter, ha
     """
     start = writer.size
     expected = request.content_length()
+    # Reading ahead speeds up a lone upload; when several stream at once the CPU is busy
+    # anyway, and each chunk read ahead is one more held per connection.
+    read_ahead = registry.receiving_uploads < _READ_AHEAD_MAX_STREAMS
+    registry.receiving_uploads += 1
     try:
-        await sink(request.body_chunks(), writer, hasher, registry.pool, registry.write_budget)
+        await sink(request.body_chunks(read_ahead), writer, hasher, registry.pool, registry.write_budget)
     except StorageFullError:
         writer.truncate(start)
         await request.discard_body(_DRAIN_LIMIT)
         raise RegistryError(
             ErrorCode.BLOB_UPLOAD_INVALID, "the registry's storage is full; nothing of this chunk was kept", status=507
         ) from None
+    finally:
+        registry.receiving_uploads -= 1
     received = writer.size - start
     if expected is not None and received != expected:
         writer.truncate(start)
