@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
+import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -110,6 +111,7 @@ def test_the_budget_bounds_bytes_in_flight_across_uploads(tmp_path: Path) -> Non
     class Watched(UploadWriter):
         def write_parts(self, parts: list[bytes]) -> None:
             seen.append(budget.used)
+            time.sleep(0.005)  # a slow disk, so batches queue up and the budget fills
             super().write_parts(parts)
 
     quarter = BATCH_BYTES // 4  # batches of exactly BATCH_BYTES
