@@ -25,8 +25,8 @@ from tests.support.clients import (
     ContainersTools,
     Dockerd,
     build_umoci_image,
+    hello_context,
     layout_digest,
-    static_busybox,
 )
 from tests.support.oci import make_image, push_image, sha256
 
@@ -72,11 +72,7 @@ def test_docker_login_push_pull(
 ) -> None:
     host = secure_registry.host
     image = f"{host}/{unique('docker')}:v1"
-    context = tmp_path / "ctx"
-    context.mkdir()
-    shutil.copy(static_busybox(), context / "busybox")
-    (context / "hello.txt").write_text(f"hello {uuid.uuid4()}")
-    (context / "Dockerfile").write_text("FROM scratch\nCOPY busybox /bin/busybox\nCOPY hello.txt /hello.txt\n")
+    context = hello_context(tmp_path / "ctx", f"hello {uuid.uuid4()}".encode(), "Dockerfile")
     dockerd.run("build", "--network", "host", "-t", image, context)
 
     # before login the push is refused

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import tarfile
 import uuid
 from pathlib import Path
@@ -22,12 +21,12 @@ from tests.support.clients import (
     build_index,
     build_umoci_image,
     fetch_manifest,
+    hello_context,
     layout_blob,
     layout_digest,
     registry_digest,
     repository,
     sha256,
-    static_busybox,
 )
 from tests.support.servers import Cargohold, Distribution, ServerProcess
 from tests.test_clients import write_docker_context
@@ -259,15 +258,8 @@ def test_artifact_push_and_copy_with_referrers(ch: CargoholdCLI, cargohold: Carg
 def test_podman_save_push_pull_load_run(
     ch: CargoholdCLI, containers: ContainersTools, any_registry: ServerProcess, tmp_path: Path
 ) -> None:
-    context = tmp_path / "ctx"
-    context.mkdir()
-    shutil.copy(static_busybox(), context / "busybox")
     hello = b"hello from podman save " + nonce()
-    (context / "hello.txt").write_bytes(hello)
-    (context / "Containerfile").write_text(
-        "FROM scratch\nCOPY busybox /bin/busybox\nCOPY hello.txt /hello.txt\n"
-        'CMD ["/bin/busybox", "cat", "/hello.txt"]\n'
-    )
+    context = hello_context(tmp_path / "ctx", hello)
     local = f"localhost/{unique('podman-save')}:v1"
     containers.podman("build", "--isolation", "chroot", "-t", local, "-f", context / "Containerfile", context)
     saved = tmp_path / "saved.tar"

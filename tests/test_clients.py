@@ -27,6 +27,7 @@ from tests.support.clients import (
     build_index,
     build_umoci_image,
     fetch_manifest,
+    hello_context,
     layout_blob,
     layout_digest,
     registry_digest,
@@ -240,17 +241,8 @@ def test_skopeo_list_tags_and_delete(containers: ContainersTools, any_registry: 
 
 
 def test_podman_push_pull(containers: ContainersTools, any_registry: ServerProcess, tmp_path: Path) -> None:
-    context = tmp_path / "ctx"
-    context.mkdir()
-    shutil.copy(static_busybox(), context / "busybox")
     hello = b"hello from podman " + nonce()
-    (context / "hello.txt").write_bytes(hello)
-    (context / "Containerfile").write_text(
-        "FROM scratch\n"
-        "COPY busybox /bin/busybox\n"
-        "COPY hello.txt /hello.txt\n"
-        'CMD ["/bin/busybox", "cat", "/hello.txt"]\n'
-    )
+    context = hello_context(tmp_path / "ctx", hello)
     local = f"localhost/{unique('podman-local')}:v1"
     containers.podman("build", "--isolation", "chroot", "-t", local, "-f", context / "Containerfile", context)
 

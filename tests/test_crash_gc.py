@@ -25,7 +25,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.support.oci import OCI_LAYER, OCI_MANIFEST, Image, canonical, descriptor, sha256, with_query
+from tests.support.oci import OCI_MANIFEST, Image, canonical, image_of, sha256, with_query
 from tests.support.servers import Cargohold
 from tests.support.store import assert_store_consistent
 
@@ -64,15 +64,7 @@ class Ledger:
 def new_image(rng: random.Random, shared: list[bytes]) -> Image:
     config = canonical({"architecture": "amd64", "os": "linux", "nonce": rng.randbytes(8).hex()})
     layers = [rng.choice(shared), rng.randbytes(rng.randrange(1_000, 8_000))]
-    manifest = canonical(
-        {
-            "schemaVersion": 2,
-            "mediaType": OCI_MANIFEST,
-            "config": descriptor("application/vnd.oci.image.config.v1+json", config),
-            "layers": [descriptor(OCI_LAYER, layer) for layer in layers],
-        }
-    )
-    return Image(config, layers, manifest)
+    return image_of(config, layers)
 
 
 def push(client: httpx.Client, repo: str, tag: str, image: Image, rng: random.Random, ledger: Ledger) -> bool:
@@ -144,11 +136,7 @@ def pulls_intact(client: httpx.Client, reference: str, image: Image) -> str | No
         return f"manifest: {manifest.status_code}"
     if manifest.headers.get("docker-content-digest") != image.digest:
         return "wrong Docker-Content-Digest"
-    for blob in [image.config, *image.layers]:
-        got = client.get(f"/v2/{repo}/blobs/{sha256(blob)}")
-        if got.status_code != 200 or sha256(got.content) != sha256(blob):
-            return f"blob {sha256(blob)}: {got.status_code}"
-    return None
+    return broken_blob(client, repo, image)
 
 
 def all_or_nothing(client: httpx.Client, reference: str, image: Image) -> str | None:
@@ -156,10 +144,16 @@ def all_or_nothing(client: httpx.Client, reference: str, image: Image) -> str | 
     repo = reference.split(":")[0]
     if client.get(f"/v2/{repo}/manifests/{image.digest}").status_code == 404:
         return None
+    broken = broken_blob(client, repo, image)
+    return None if broken is None else f"manifest stored, but {broken}"
+
+
+def broken_blob(client: httpx.Client, repo: str, image: Image) -> str | None:
+    """The first of the image's blobs that does not come back whole, or None."""
     for blob in [image.config, *image.layers]:
         got = client.get(f"/v2/{repo}/blobs/{sha256(blob)}")
         if got.status_code != 200 or sha256(got.content) != sha256(blob):
-            return f"manifest stored, but blob {sha256(blob)}: {got.status_code}"
+            return f"blob {sha256(blob)}: {got.status_code}"
     return None
 
 

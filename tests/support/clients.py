@@ -306,6 +306,18 @@ def static_busybox() -> Path:
     return path
 
 
+def hello_context(context: Path, hello: bytes, recipe: str = "Containerfile") -> Path:
+    """A FROM-scratch build context, with its recipe, whose image prints `hello`."""
+    context.mkdir()
+    shutil.copy(static_busybox(), context / "busybox")
+    (context / "hello.txt").write_bytes(hello)
+    (context / recipe).write_text(
+        "FROM scratch\nCOPY busybox /bin/busybox\nCOPY hello.txt /hello.txt\n"
+        'CMD ["/bin/busybox", "cat", "/hello.txt"]\n'
+    )
+    return context
+
+
 def umoci(*args: str | os.PathLike[str]) -> subprocess.CompletedProcess[str]:
     __tracebackhide__ = True
     return run([require_tool("umoci"), *args])

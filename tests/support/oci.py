@@ -57,7 +57,11 @@ def make_image(layer_count: int = 2, layer_size: int = 1024, media_type: str = O
             "nonce": uuid.uuid4().hex,
         }
     )
-    layers = [os.urandom(layer_size) for _ in range(layer_count)]
+    return image_of(config, [os.urandom(layer_size) for _ in range(layer_count)], media_type, **fields)
+
+
+def image_of(config: bytes, layers: list[bytes], media_type: str = OCI_MANIFEST, **fields: object) -> Image:
+    """The image manifest (OCI, or Docker schema 2) of this config and these layers."""
     docker = media_type == DOCKER_MANIFEST
     config_type = "application/vnd.docker.container.image.v1+json" if docker else OCI_CONFIG
     layer_type = "application/vnd.docker.image.rootfs.diff.tar.gzip" if docker else OCI_LAYER

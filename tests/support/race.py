@@ -26,7 +26,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.support.oci import OCI_LAYER, OCI_MANIFEST, Image, canonical, descriptor, sha256, with_query
+from tests.support.oci import OCI_MANIFEST, Image, canonical, image_of, sha256, with_query
 
 
 @dataclass(frozen=True)
@@ -75,15 +75,7 @@ def image_with(shared: list[bytes], rng: random.Random, unique_size: int) -> Ima
     """An image with one or two of the shared layers and one layer and config of its own."""
     config = canonical({"architecture": "amd64", "os": "linux", "nonce": rng.randbytes(16).hex()})
     layers = [*rng.sample(shared, rng.randint(1, 2)), rng.randbytes(unique_size)]
-    manifest = canonical(
-        {
-            "schemaVersion": 2,
-            "mediaType": OCI_MANIFEST,
-            "config": descriptor("application/vnd.oci.image.config.v1+json", config),
-            "layers": [descriptor(OCI_LAYER, layer) for layer in layers],
-        }
-    )
-    return Image(config, layers, manifest)
+    return image_of(config, layers)
 
 
 def make_images(count: int, repos: int, seed: int) -> dict[str, Image]:
