@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import subprocess
 import sys
@@ -152,3 +153,24 @@ def test_client_bench_quick_run_reports_both_clients(tmp_path: Path) -> None:
     assert set(figures) == {"push_MBps", "pull_MBps", "push_rss_MB", "pull_rss_MB"}
     for row in figures.values():
         assert row["cargohold"] > 0 and row["skopeo"] > 0
+
+
+def test_download_check_catches_one_wrong_byte(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Timed downloads count bytes; the verified one must see a single flipped byte."""
+    monkeypatch.syspath_prepend(str(BENCH.parent))  # the sink process imports the bench by name
+    bench = importlib.import_module("registry_bench")
+    pushed = bench.make_blob(tmp_path / "pushed", 3 * bench.RECEIVE_BLOCK + 5)
+    served = bytearray(pushed.path.read_bytes())
+    served[2 * bench.RECEIVE_BLOCK + 1] ^= 0xFF
+    (tmp_path / "served").write_bytes(served)
+    scratch = bytearray(bench.RECEIVE_BLOCK)
+    with bench.sink(bench.Blob(tmp_path / "served", pushed.size, pushed.digest)) as url:
+        client = bench.Client(url)
+        try:
+            assert bench.download(client, "repo", pushed, scratch) > 0
+            with pytest.raises(
+                bench.HttpFailure, match=f"differing from what was pushed at byte {2 * bench.RECEIVE_BLOCK}"
+            ):
+                bench.verify_download(client, "repo", pushed, scratch)
+        finally:
+            client.close()
