@@ -136,6 +136,41 @@ def test_the_budget_bounds_bytes_in_flight_across_uploads(tmp_path: Path) -> Non
     assert budget.used == 0
 
 
+def test_a_long_upload_makes_way_for_other_pool_work(tmp_path: Path) -> None:
+    """One thread, a slow disk: other uploads and other pool tasks still get their turn."""
+    events: list[str] = []
+
+    class Logged(UploadWriter):
+        def __init__(self, path: Path, name: str) -> None:
+            path.write_bytes(b"")
+            super().__init__(path, fsync=False)
+            self.name = name
+
+        def write_parts(self, parts: list[bytes]) -> None:
+            events.append(self.name)
+            time.sleep(0.002)
+            super().write_parts(parts)
+
+    bodies = {name: [random.randbytes(BATCH_BYTES) for _ in range(40)] for name in ("a", "b")}
+    writers = {name: Logged(tmp_path / name, name) for name in bodies}
+
+    async def run() -> None:
+        with ThreadPoolExecutor(1) as pool:
+            uploads = [sink(feed(bodies[n]), writers[n], hashlib.sha256(), pool, WriteBudget(1 << 30)) for n in bodies]
+            sinking = asyncio.gather(*uploads)
+            await asyncio.sleep(0.02)
+            await asyncio.get_running_loop().run_in_executor(pool, events.append, "other")
+            await sinking
+
+    asyncio.run(run())
+    for name, writer in writers.items():
+        writer.close()
+        assert (tmp_path / name).read_bytes() == b"".join(bodies[name])
+    assert events.index("other") < len(events) - 20, "a pool task waited for a whole upload"
+    first_a, last_a = events.index("a"), len(events) - 1 - events[::-1].index("a")
+    assert "b" in events[first_a:last_a], "one upload held the only thread from start to end"
+
+
 class ScriptedBody:
     """The receive() side of an ASGI request: the body in pieces, then nothing more to give."""
 
