@@ -31,8 +31,9 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psutil
+
+from registry_bench import cargohold_server
 
 ROOT = Path(__file__).resolve().parent.parent
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -148,34 +149,6 @@ def report(round_number: int, tool: str, verb: str, mbps: float, rss: float) -> 
     print(f"round {round_number + 1} {tool:9} {verb} {mbps:7.0f} MB/s  peak RSS {rss:5.0f} MB", flush=True)
 
 
-def start_registry(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
-    sock = __import__("socket").socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    host = f"127.0.0.1:{port}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CARGOHOLD_")}
-    env["CARGOHOLD_ACCESS_LOG"] = "false"
-    env["CARGOHOLD_AUTH"] = "off"  # transfer speed of the clients, not the cost of auth
-    log = open(workdir / "registry.log", "wb")  # noqa: SIM115 - lives as long as the server
-    process = subprocess.Popen(
-        [sys.executable, "-m", "cargohold", "serve", "--listen", host, "--data", str(workdir / "data")],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(f"http://{host}/v2/", timeout=1)
-            return process, host
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    process.kill()
-    raise RuntimeError("the registry did not start")
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="5 x 4 MiB layers, one round (a smoke run)")
@@ -197,7 +170,10 @@ def main() -> int:
     policy = home / ".config" / "containers" / "policy.json"
     policy.parent.mkdir(parents=True)
     policy.write_text(json.dumps({"default": [{"type": "insecureAcceptAnything"}]}))
-    registry, host = start_registry(work)
+    # Auth off: this measures the clients' transfers, not what auth costs (bench/auth_bench.py).
+    registry = cargohold_server(work / "registry", sys.executable, {"CARGOHOLD_ACCESS_LOG": "false"})
+    registry.start()
+    host = f"127.0.0.1:{registry.port}"
     results: dict[str, dict[str, list[float]]] = {
         tool: {"push_MBps": [], "pull_MBps": [], "push_rss_MB": [], "pull_rss_MB": []}
         for tool in ("cargohold", "skopeo")
@@ -241,11 +217,7 @@ def main() -> int:
             for tool in order:
                 shutil.rmtree(work / f"img-{round_number}-{tool}")
     finally:
-        registry.terminate()
-        try:
-            registry.wait(10)
-        except subprocess.TimeoutExpired:
-            registry.kill()
+        registry.stop()
         shutil.rmtree(work, ignore_errors=True)
 
     summary: dict[str, Any] = {"image_bytes": image_bytes, "layers": 5, "rounds": rounds, "figures": {}}

@@ -31,7 +31,6 @@ import random
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -45,6 +44,7 @@ from cargohold.lifecycle.gc import collect_garbage
 from cargohold.oci.digest import Digest
 from cargohold.storage.blobstore import FilesystemBlobStore
 from cargohold.storage.metadata import ManifestRecord, SQLiteMetadataStore
+from registry_bench import ManagedServer, cargohold_server
 
 TARGET_SECONDS = 30.0
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -183,40 +183,13 @@ except KeyboardInterrupt:
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_registry(data: Path, log: Path, gc_interval: str = "0") -> tuple[subprocess.Popen[bytes], int]:
-    """cargohold on a free port; its own scheduled GC is off unless `gc_interval` says otherwise."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CARGOHOLD_")}
-    env["CARGOHOLD_GC_INTERVAL"] = gc_interval
-    env["CARGOHOLD_AUTH"] = "off"  # what GC costs pulls, not what auth costs
-    with open(log, "ab") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "cargohold", "serve", "--listen", f"127.0.0.1:{port}", "--data", str(data)],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"cargohold exited with {process.returncode}:\n{log.read_text()[-2000:]}")
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-            conn.request("GET", "/v2/")
-            conn.getresponse().read()
-            conn.close()
-            return process, port
-        except OSError:
-            time.sleep(0.05)
-    process.kill()
-    raise SystemExit("cargohold did not answer within 30 s")
+def start_registry(root: Path, name: str, gc_interval: str = "0") -> ManagedServer:
+    """cargohold serving the store at `root`, logging to `root/name/server.log`; its own
+    scheduled GC is off unless `gc_interval` says otherwise."""
+    # Auth off: this measures what GC costs pulls, not what auth costs.
+    server = cargohold_server(root / name, sys.executable, {"CARGOHOLD_GC_INTERVAL": gc_interval}, data=root)
+    server.start()
+    return server
 
 
 def _pull_worker(port: int, tags: list[str], seconds: float, threads: int, results: Any) -> None:
@@ -290,7 +263,7 @@ def pull_main(args: argparse.Namespace) -> None:
     seconds = 1.0 if args.quick else args.seconds
     rounds = 1 if args.quick else args.rounds
     root = Path(tempfile.mkdtemp(prefix="cargohold-pull-gc-bench-"))
-    server: subprocess.Popen[bytes] | None = None
+    server: ManagedServer | None = None
     try:
         started = time.perf_counter()
         meta, _, digests = build(root, blobs, manifests, blob_bytes=16 * 1024)
@@ -310,7 +283,8 @@ def pull_main(args: argparse.Namespace) -> None:
             f"pulling the {len(kept):,} kept images with {args.clients} connections, {rounds} round(s) of "
             f"{seconds:g} s without and with GC ({collector_text}); {batch} manifests deleted before each GC window"
         )
-        server, port = start_registry(root, root / "server.log")
+        server = start_registry(root, "server")
+        port = server.port
         # Warm-up: the page cache, and the first read of each kept blob refreshes its last use.
         pull_window(port, kept, max(1.0, seconds / 2), args.clients)
         without: list[dict[str, float]] = []
@@ -326,15 +300,15 @@ def pull_main(args: argparse.Namespace) -> None:
                 if args.gc_mode == "serve":
                     # A second server on the same data, collecting every second in a thread of
                     # the serving process, serves this window; the first one has GC off.
-                    log = root / f"server-gc-{round_no}.log"
-                    gc_server, gc_port = start_registry(root, log, gc_interval="1s")
+                    gc_server = start_registry(root, f"server-gc-{round_no}", gc_interval="1s")
                     for m in doomed[:batch]:
                         meta.delete_manifest("bench/gc", digests[m])
                     doomed = doomed[batch:]
-                    with_gc.append(pull_window(gc_port, kept, seconds, args.clients))
-                    gc_server.terminate()
-                    gc_server.wait(15)
-                    round_freed = sum(int(n) for n in re.findall(r"manifest\(s\), (\d+) blob", log.read_text()))
+                    with_gc.append(pull_window(gc_server.port, kept, seconds, args.clients))
+                    gc_server.stop()
+                    round_freed = sum(
+                        int(n) for n in re.findall(r"manifest\(s\), (\d+) blob", gc_server.log.read_text())
+                    )
                     freed += round_freed
                     with_gc[-1] |= {"gc_freed_blobs": round_freed}
                     print(f"  round {round_no + 1} with GC:    {fmt_window(with_gc[-1])}, "
@@ -406,11 +380,7 @@ def pull_main(args: argparse.Namespace) -> None:
             )
     finally:
         if server is not None:
-            server.terminate()
-            try:
-                server.wait(15)
-            except subprocess.TimeoutExpired:
-                server.kill()
+            server.stop()
         if args.keep_temp:
             print(f"kept {root}")
         else:
