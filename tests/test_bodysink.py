@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
+import threading
 import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -102,6 +103,36 @@ def test_a_failed_write_stops_every_later_one(tmp_path: Path) -> None:
     # Batches 1-3 are in place; nothing after the failed fourth was written, so no hole either.
     assert path.read_bytes() == b"".join(chunks[:3])
     assert writer.batches == 4
+
+
+def test_a_cancelled_upload_writes_nothing_twice(tmp_path: Path) -> None:
+    """Cancelled while waiting for its writes (the server stopping): the file holds a prefix of the body."""
+    release = threading.Event()
+
+    class Gated(UploadWriter):
+        def write_parts(self, parts: list[bytes]) -> None:
+            release.wait(5)
+            super().write_parts(parts)
+
+    chunks = [bytes([n]) * BATCH_BYTES for n in range(6)]
+    path = tmp_path / "upload"
+    path.write_bytes(b"")
+    writer = Gated(path, fsync=False)
+
+    async def run() -> None:
+        with ThreadPoolExecutor(2) as pool:
+            task = asyncio.ensure_future(sink(feed(chunks), writer, hashlib.sha256(), pool, WriteBudget(1 << 30)))
+            await asyncio.sleep(0.1)  # the third batch now waits for the first write
+            task.cancel()
+            release.set()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+    asyncio.run(run())
+    writer.close()
+    data = path.read_bytes()
+    assert data == b"".join(chunks[: len(data) // BATCH_BYTES])
+    assert len(data) == 3 * BATCH_BYTES
 
 
 def test_the_budget_bounds_bytes_in_flight_across_uploads(tmp_path: Path) -> None:

@@ -1,7 +1,7 @@
 """Streaming a request body into an upload file while hashing it.
 
-The event loop hashes each chunk as it arrives (hashlib releases the GIL, so granian keeps
-receiving meanwhile) and queues 1 MiB batches for a worker thread that writes them. The
+The event loop queues 1 MiB batches for a worker thread that writes them, and hashes each
+chunk as it arrives (hashlib releases the GIL, so granian keeps receiving meanwhile). The
 thread goes on to the next batch as soon as one is written: the disk is the slower stage,
 so any pause between two writes is lost time. Measured on the project's 2-core machines,
 this beat one pool task per batch taking turns (each batch waited for a thread to wake),
@@ -144,13 +144,14 @@ async def sink(
     batched = 0
     try:
         async for chunk in chunks:
-            hasher.update(chunk)
             batch.append(chunk)
             batched += len(chunk)
             if batched >= BATCH_BYTES:
                 writes = writes or _OrderedWrites(writer, pool, budget)
-                await writes.push(batch, batched)
-                batch, batched = [], 0
+                full, size, batch, batched = batch, batched, [], 0  # never written twice, even if push is cancelled
+                await writes.push(full, size)
+            # Hashed after it is queued: the disk, the slower stage, starts a batch sooner.
+            hasher.update(chunk)
     finally:
         if writes is not None:
             await writes.drain()
