@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from cargohold.registry.bodysink import BATCH_BYTES, WriteBudget, sink
+from cargohold.registry.bodysink import BATCH_BYTES, STREAMING_SWITCH_INTERVAL, BodyStreams, WriteBudget, sink
 from cargohold.registry.http import ClientDisconnected, Request
 from cargohold.storage.uploadfile import StorageFullError, UploadWriter
 
@@ -236,3 +237,19 @@ def test_an_abandoned_body_is_continued_and_never_read_past_its_end(read_ahead: 
     first, rest = asyncio.run(run())
     assert (first, rest) == ([b"a", b"b"], [b"c", b"d"])
     assert receive.calls == 4
+
+
+def test_the_switch_interval_is_short_only_while_bodies_stream() -> None:
+    default = sys.getswitchinterval()
+    streams = BodyStreams()
+    with streams.streaming() as before_first:
+        assert before_first == 0
+        assert sys.getswitchinterval() == pytest.approx(STREAMING_SWITCH_INTERVAL)
+        with streams.streaming() as before_second:
+            assert before_second == 1
+        assert sys.getswitchinterval() == pytest.approx(STREAMING_SWITCH_INTERVAL)  # one still streams
+    assert sys.getswitchinterval() == pytest.approx(default)
+    with pytest.raises(ClientDisconnected), streams.streaming():
+        raise ClientDisconnected
+    assert streams.count == 0
+    assert sys.getswitchinterval() == pytest.approx(default)

@@ -26,7 +26,7 @@ from ..storage.metadata import ImmutableRule, SQLiteMetadataStore
 from . import admin_api, blobs, manifests, token_endpoint, uploads
 from .access import OPEN, Gate, actor_of
 from .accesslog import AccessLog
-from .bodysink import WriteBudget
+from .bodysink import BodyStreams, WriteBudget
 from .http import ClientDisconnected, Receive, Request, Responder, Scope, Send
 from .pagination import page
 from .routes import match
@@ -49,7 +49,7 @@ class Registry:
         # Threads that write upload batches while the event loop receives and hashes.
         self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="upload")
         self.write_budget = WriteBudget(WRITE_BUDGET_BYTES)
-        self.receiving_uploads = 0  # request bodies streaming into uploads right now
+        self.streams = BodyStreams()
         self.immutable_tags = parse_rules(config.immutable_tags)
         self.authority = Authority.open(config.data, auth_settings(config))
         self.gate = Gate(self.authority, config.auth_realm or None) if config.auth else None

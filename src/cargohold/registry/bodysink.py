@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import sys
 import threading
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import Executor
+from contextlib import contextmanager
 
 from ..storage.blobstore import UploadWriter
 
@@ -29,6 +31,8 @@ BATCH_BYTES = 1 << 20
 WRITES_IN_FLIGHT = 2
 # Batches one pool task writes before it makes way for other pool work (and other uploads).
 _BATCHES_PER_TASK = 8
+# GIL switch interval while bodies stream: 0.5 ms measured best (1 ms and 0.2 ms a little slower).
+STREAMING_SWITCH_INTERVAL = 0.0005
 
 Batch = list[bytes]
 
@@ -60,6 +64,34 @@ class WriteBudget:
             waiter = self._waiters.popleft()
             if not waiter.done():
                 waiter.set_result(None)
+
+
+class BodyStreams:
+    """The request bodies streaming into uploads in this process.
+
+    While any does, the GIL switch interval is shortened. granian's thread needs the GIL to
+    hand over each body chunk, and with Python's default 5 ms it can wait that long behind
+    the event loop's Python code: in paired bench rounds 0.5 ms made chunked uploads 16-19 %
+    and monolithic ones 5 % faster. It is put back when the last body ends, because manifest
+    requests measured up to 20 % slower with it.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._default_interval = sys.getswitchinterval()
+
+    @contextmanager
+    def streaming(self) -> Iterator[int]:
+        """Count one more body while the block runs; yields how many were streaming before it."""
+        if self.count == 0:
+            sys.setswitchinterval(STREAMING_SWITCH_INTERVAL)
+        self.count += 1
+        try:
+            yield self.count - 1
+        finally:
+            self.count -= 1
+            if self.count == 0:
+                sys.setswitchinterval(self._default_interval)
 
 
 class _OrderedWrites:

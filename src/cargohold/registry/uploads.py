@@ -86,20 +86,20 @@ async def _append(registry: Registry, request: Request, writer: UploadWriter, ha
     """
     start = writer.size
     expected = request.content_length()
-    # Reading ahead speeds up a lone upload; when several stream at once the CPU is busy
-    # anyway, and each chunk read ahead is one more held per connection.
-    read_ahead = registry.receiving_uploads < _READ_AHEAD_MAX_STREAMS
-    registry.receiving_uploads += 1
-    try:
-        await sink(request.body_chunks(read_ahead), writer, hasher, registry.pool, registry.write_budget)
-    except StorageFullError:
-        writer.truncate(start)
-        await request.discard_body(_DRAIN_LIMIT)
-        raise RegistryError(
-            ErrorCode.BLOB_UPLOAD_INVALID, "the registry's storage is full; nothing of this chunk was kept", status=507
-        ) from None
-    finally:
-        registry.receiving_uploads -= 1
+    with registry.streams.streaming() as others:
+        # Reading ahead speeds up a lone upload; when several stream at once the CPU is busy
+        # anyway, and each chunk read ahead is one more held per connection.
+        read_ahead = others < _READ_AHEAD_MAX_STREAMS
+        try:
+            await sink(request.body_chunks(read_ahead), writer, hasher, registry.pool, registry.write_budget)
+        except StorageFullError:
+            writer.truncate(start)
+            await request.discard_body(_DRAIN_LIMIT)
+            raise RegistryError(
+                ErrorCode.BLOB_UPLOAD_INVALID,
+                "the registry's storage is full; nothing of this chunk was kept",
+                status=507,
+            ) from None
     received = writer.size - start
     if expected is not None and received != expected:
         writer.truncate(start)
