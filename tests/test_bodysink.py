@@ -242,22 +242,14 @@ def test_an_abandoned_body_is_continued_and_never_read_past_its_end(read_ahead: 
 def test_the_switch_interval_is_short_only_while_bodies_stream() -> None:
     default = sys.getswitchinterval()
     streams = BodyStreams()
-
-    async def run() -> None:
-        with streams.streaming() as before_first:
-            assert before_first == 0
-            assert sys.getswitchinterval() == pytest.approx(STREAMING_SWITCH_INTERVAL)
-            with streams.streaming() as before_second:
-                assert before_second == 1
-            assert sys.getswitchinterval() == pytest.approx(STREAMING_SWITCH_INTERVAL)  # one still streams
-        assert sys.getswitchinterval() == pytest.approx(STREAMING_SWITCH_INTERVAL)  # lingers for the next PATCH
-        await asyncio.sleep(BodyStreams._LINGER / 2)
-        with pytest.raises(ClientDisconnected), streams.streaming():  # a body within the linger
-            raise ClientDisconnected
-        await asyncio.sleep(BodyStreams._LINGER * 0.75)
-        assert sys.getswitchinterval() == pytest.approx(STREAMING_SWITCH_INTERVAL)  # its linger is not over
-        await asyncio.sleep(BodyStreams._LINGER)
-        assert streams.count == 0
-        assert sys.getswitchinterval() == pytest.approx(default)
-
-    asyncio.run(run())
+    with streams.streaming() as before_first:
+        assert before_first == 0
+        assert sys.getswitchinterval() == pytest.approx(STREAMING_SWITCH_INTERVAL)
+        with streams.streaming() as before_second:
+            assert before_second == 1
+        assert sys.getswitchinterval() == pytest.approx(STREAMING_SWITCH_INTERVAL)  # one still streams
+    assert sys.getswitchinterval() == pytest.approx(default)
+    with pytest.raises(ClientDisconnected), streams.streaming():
+        raise ClientDisconnected
+    assert streams.count == 0
+    assert sys.getswitchinterval() == pytest.approx(default)

@@ -71,38 +71,27 @@ class BodyStreams:
 
     While any does, the GIL switch interval is shortened. granian's thread needs the GIL to
     hand over each body chunk, and with Python's default 5 ms it can wait that long behind
-    the event loop's Python code: in paired bench rounds 0.5 ms made chunked uploads 12-18 %
-    and monolithic ones 5 % faster. It stays short for `_LINGER` seconds after the last body
-    ends, so the gaps between the PATCHes of a chunked upload keep it too (4-8 % more), and
-    then goes back to the default: manifest requests measured up to 20 % slower with it.
+    the event loop's Python code: in paired bench rounds 0.5 ms made chunked uploads 16-19 %
+    and monolithic ones 5 % faster. It is put back when the last body ends, because manifest
+    requests measured up to 20 % slower with it.
     """
-
-    _LINGER = 0.2
 
     def __init__(self) -> None:
         self.count = 0
         self._default_interval = sys.getswitchinterval()
-        self._restore: asyncio.TimerHandle | None = None
 
     @contextmanager
     def streaming(self) -> Iterator[int]:
         """Count one more body while the block runs; yields how many were streaming before it."""
-        if self._restore is not None:
-            self._restore.cancel()
-            self._restore = None
-        sys.setswitchinterval(STREAMING_SWITCH_INTERVAL)
+        if self.count == 0:
+            sys.setswitchinterval(STREAMING_SWITCH_INTERVAL)
         self.count += 1
         try:
             yield self.count - 1
         finally:
             self.count -= 1
             if self.count == 0:
-                self._restore = asyncio.get_running_loop().call_later(self._LINGER, self._restore_default)
-
-    def _restore_default(self) -> None:
-        self._restore = None
-        if self.count == 0:
-            sys.setswitchinterval(self._default_interval)
+                sys.setswitchinterval(self._default_interval)
 
 
 class _OrderedWrites:
