@@ -71,7 +71,7 @@ class BodyStreams:
 
     While any does, the GIL switch interval is shortened. granian's thread needs the GIL to
     hand over each body chunk, and with Python's default 5 ms it can wait that long behind
-    the event loop's Python code: in paired bench rounds 0.5 ms made chunked uploads 16-19 %
+    the event loop's Python code: in paired bench rounds 0.5 ms made chunked uploads 12-19 %
     and monolithic ones 5 % faster. It is put back when the last body ends, because manifest
     requests measured up to 20 % slower with it.
     """
