@@ -6,7 +6,7 @@ directory, measures them in one run, prints every figure with the ratio cargohol
 docker-registry against the project's targets, and stops them again, also on Ctrl-C.
 With --target it measures registries that are already running and starts nothing.
 
-    .venv/bin/python bench/registry_bench.py                 # full run, about 3 minutes
+    .venv/bin/python bench/registry_bench.py                 # full run, about 5 minutes
     .venv/bin/python bench/registry_bench.py --quick         # smoke run, small sizes
     .venv/bin/python bench/registry_bench.py --json bench/results/run.json
     .venv/bin/python bench/registry_bench.py --target a=http://127.0.0.1:5000 --target b=http://127.0.0.1:5001
@@ -15,8 +15,9 @@ Each scenario runs on every target before the next scenario starts, so a change 
 machine's load hits both alike. Method notes:
 - monolithic upload is one POST ?digest= where the registry finishes it (201); Distribution
   answers 202 instead, so for it the upload is POST then PUT ?digest= with the body;
-- a download is received into one small reused buffer, each block compared byte for byte
-  with the pushed file (mmap), so the client is not what limits the figure;
+- a timed download is received into one small reused buffer and only counted, so the client
+  is not what limits the figure; one untimed download per target before them compares every
+  byte with the pushed file (mmap);
 - manifest GET load is wrk; HEAD load is a Python generator with wrk's model (closed loop,
   keep-alive, one process per wrk thread) because wrk 4.1.0 never completes a HEAD whose
   response has a Content-Length (wg/wrk#198); --get-tool python gives both the same tool;
