@@ -32,6 +32,9 @@ class Config:
     # fsync blobs before they become visible: survives power loss, costs some throughput.
     fsync: bool = True
     max_manifest_bytes: int = 4 * 1024 * 1024
+    # A request body that sends nothing for this long is answered 408 and its connection closed,
+    # so a stalled client cannot hold an upload session (or a worker's memory) forever.
+    body_timeout: float = 60.0
     # Upload sessions with no new bytes for this long are removed, with their data.
     upload_max_age: float = 24 * 3600.0
     # How often a running server looks for such sessions.
@@ -93,7 +96,7 @@ class Config:
         return {ENV_PREFIX + f.name.upper(): text(f.name, getattr(self, f.name)) for f in dataclasses.fields(self)}
 
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*\Z")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
@@ -139,7 +142,7 @@ def _coerce(name: str, raw: Any, default: Any) -> Any:
         raise ConfigError(f"setting {name!r} has an unusable value {raw!r}") from None
 
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*\Z", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4}
 _SIZE_UNITS |= {"kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4}
 

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import sys
 from pathlib import Path
 
+from granian._granian import SocketHolder
 from granian.constants import Interfaces, Loops, SSLProtocols
 from granian.http import HTTP1Settings
 from granian.server import Server
 
 from .config import Config
+from .listener import LISTEN_BACKLOG
 
 # Largest body chunk granian hands the app. Bigger chunks mean fewer trips into Python per
 # megabyte (upload speed); each open connection may hold one (memory under many uploads).
@@ -21,12 +24,49 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 log = logging.getLogger("cargohold.server")
 
 
+class EarlyListeningServer(Server):
+    """granian's process server, serving on a socket bound before anything slow happened.
+
+    On Linux granian lets each worker bind an SO_REUSEPORT socket of its own once it has
+    loaded the app, so until then the port is closed and a client arriving while the registry
+    restarts is refused (crane, for one, then gives up for good). With one worker the socket
+    is instead bound by `cargohold serve` first thing (`listener.listen`), without
+    SO_REUSEPORT, and inherited by the worker:
+    such clients wait in the kernel's backlog, and a second server started on the same port
+    fails instead of silently sharing its connections. With several workers each keeps its
+    own socket (the kernel balances connections between those, not between processes that
+    share one); the port is only checked to be free first.
+
+    This reaches into granian's socket handling (`_init_shared_socket`, `SocketHolder`),
+    hence the pinned granian version; `tests/test_startup.py` checks both behaviours.
+    """
+
+    _listener: socket.socket | None = None
+
+    def adopt(self, listener: socket.socket) -> None:
+        """Serve on `listener` (from `listener.listen`) if there is one worker; else let it go."""
+        if self.workers > 1:
+            listener.close()  # the port was free: granian's workers bind their own
+            return
+        self._listener = listener
+        self._shd = SocketHolder(listener.fileno(), False, LISTEN_BACKLOG)
+        self._sfd = listener.fileno()
+
+    def _init_shared_socket(self) -> None:
+        if self._listener is None:
+            super()._init_shared_socket()
+            return
+        self._ssp = None
+        self._sso = self._listener
+        self._sso.set_inheritable(True)
+
+
 def configure_logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format=LOG_FORMAT, stream=sys.stderr, force=True)
 
 
-def serve(config: Config) -> None:
-    """Serve until interrupted; worker processes rebuild the config from the environment."""
+def serve(config: Config, listener: socket.socket) -> None:
+    """Serve on `listener` until interrupted; worker processes rebuild the config from the environment."""
     config.data.mkdir(parents=True, exist_ok=True)
     configure_logging(config.log_level)
     if config.tls_dev:
@@ -35,13 +75,8 @@ def serve(config: Config) -> None:
         certs = ensure_dev_certificates(config.data / "tls", default_hosts(config.host))
         config.tls_cert, config.tls_key, config.tls_dev = str(certs.cert), str(certs.key), False
         log.info("%s", trust_instructions(certs.ca, config.listen))
-    if config.auth:
-        _prepare_auth(config)
-    else:
-        log.warning("auth is off: anyone who reaches %s may push, pull and delete", config.listen)
-    os.environ.update(config.to_env())
     tls = {"ssl_cert": Path(config.tls_cert), "ssl_key": Path(config.tls_key)} if config.tls_cert else {}
-    Server(
+    server = EarlyListeningServer(
         "cargohold.registry.app:create_app",
         factory=True,
         address=config.host,
@@ -55,16 +90,23 @@ def serve(config: Config) -> None:
         log_level=config.log_level,
         log_dictconfig={"version": 1, "disable_existing_loggers": False},
         ssl_protocol_min=SSLProtocols.tls12,
+        backlog=LISTEN_BACKLOG,
         **tls,  # type: ignore[arg-type]
-    ).serve()
+    )
+    server.adopt(listener)
+    if config.auth:
+        _prepare_auth(config)
+    else:
+        log.warning("auth is off: anyone who reaches %s may push, pull and delete", config.listen)
+    os.environ.update(config.to_env())
+    server.serve()
 
 
 def _prepare_auth(config: Config) -> None:
     """Signing keys and a first administrator exist before any worker starts."""
     from .auth.service import Authority
-    from .registry.app import auth_settings
 
-    authority = Authority.open(config.data, auth_settings(config))
+    authority = Authority.open(config)
     try:
         created = authority.ensure_initial_admin(config.data)
         if created is not None:

@@ -15,9 +15,9 @@ REPOSITORY_ACTIONS = ("pull", "push", "delete")
 CATALOG = ("registry", "catalog")
 # The management API; only an administrator's own credentials (not a narrowed token) get it.
 ADMIN = ("registry", "admin")
-_ACTION = re.compile(r"^[a-z*]{1,16}$")
+_ACTION = re.compile(r"^[a-z*]{1,16}\Z")
 # resource type with an optional class in parentheses, as in `repository(plugin)`
-_TYPE = re.compile(r"^([a-z0-9]{1,32})(?:\([a-z0-9]{1,32}\))?$")
+_TYPE = re.compile(r"^([a-z0-9]{1,32})(?:\([a-z0-9]{1,32}\))?\Z")
 
 
 class ScopeError(ValueError):

@@ -10,9 +10,10 @@ import hashlib
 import os
 import secrets
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
+from ..config import Config
 from ..storage.events import Actor
 from . import credentials as cred
 from .keys import KeyRing
@@ -79,19 +80,30 @@ class Identity:
 
 @dataclass
 class AuthSettings:
-    service: str = "cargohold"
-    issuer: str = "cargohold"
-    token_ttl: float = 300.0
-    refresh_ttl: float = 30 * 86400.0
-    max_failures: int = 10
-    failure_window: float = 300.0
+    service: str
+    issuer: str
+    token_ttl: float
+    refresh_ttl: float
+    max_failures: int
+    failure_window: float
+
+    @classmethod
+    def of(cls, config: Config) -> AuthSettings:
+        return cls(
+            service=config.auth_service,
+            issuer=config.auth_service,
+            token_ttl=config.token_ttl,
+            refresh_ttl=config.refresh_token_ttl,
+            max_failures=config.auth_max_failures,
+            failure_window=config.auth_failure_window,
+        )
 
 
 @dataclass
 class Authority:
     store: AuthStore
     keys: KeyRing
-    settings: AuthSettings = field(default_factory=AuthSettings)
+    settings: AuthSettings
 
     def __post_init__(self) -> None:
         self.tokens = TokenService(self.keys, self.settings.issuer, self.settings.token_ttl)
@@ -101,8 +113,9 @@ class Authority:
         self._cache_key = secrets.token_bytes(32)
 
     @classmethod
-    def open(cls, data: Path, settings: AuthSettings) -> Authority:
-        return cls(AuthStore(data / "metadata.sqlite3"), KeyRing(data / "keys").ensure(), settings)
+    def open(cls, config: Config) -> Authority:
+        data = config.data
+        return cls(AuthStore(data / "metadata.sqlite3"), KeyRing(data / "keys").ensure(), AuthSettings.of(config))
 
     def close(self) -> None:
         self.store.close()

@@ -67,7 +67,7 @@ CREATE TABLE IF NOT EXISTS login_failure (
 # What a remembered login rests on: ("password", principal id, hash) or ("credential", id, "").
 Validity = tuple[str, int, str]
 
-_PRINCIPAL_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+_PRINCIPAL_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}\Z")
 ANONYMOUS = "anonymous"
 AUTHENTICATED = "authenticated"
 

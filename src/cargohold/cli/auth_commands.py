@@ -27,11 +27,9 @@ from .main import _config, config_option, data_option
 
 @contextlib.contextmanager
 def _authority(config_file: Path | None, data: Path | None) -> Iterator[tuple[Authority, Actor]]:
-    from ..registry.app import auth_settings
-
     config = _config(config_file, data=data)
     config.data.mkdir(parents=True, exist_ok=True)  # users may be set up before the first start
-    authority = Authority.open(config.data, auth_settings(config))
+    authority = Authority.open(config)
     try:
         yield authority, Actor(f"cli:{getpass.getuser()}", "local")
     except (AuthStoreError, ScopeError) as err:

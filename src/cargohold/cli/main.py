@@ -84,11 +84,17 @@ def serve(
     tls_dev: bool | None,
 ) -> None:
     """Run the registry with SQLite metadata and filesystem blobs under the data directory."""
-    from ..server import serve as run_server
+    from ..listener import ListenError, listen_on
 
     config = _config(
         config_file, listen=listen, data=data, workers=workers, tls_cert=tls_cert, tls_key=tls_key, tls_dev=tls_dev
     )
+    try:  # first thing: clients of a restarting registry then wait in the backlog rather than fail
+        listener = listen_on(config.host, config.port)
+    except ListenError as err:
+        raise click.ClickException(str(err)) from None
+    from ..server import serve as run_server
+
     scheme = "https" if config.tls_cert or config.tls_dev else "http"
     auth = "auth on" if config.auth else "AUTH OFF"
     click.echo(
@@ -96,7 +102,7 @@ def serve(
         f"data in {config.data.resolve()}",
         err=True,
     )
-    run_server(config)
+    run_server(config, listener)
 
 
 @cli.command()

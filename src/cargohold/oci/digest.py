@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from .errors import ErrorCode, RegistryError
 
 # The image spec's grammar for any digest, and the exact shape of the registered algorithms.
-_DIGEST_GRAMMAR = re.compile(r"^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$")
+_DIGEST_GRAMMAR = re.compile(r"^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+\Z")
 _HEX_LENGTH = {"sha256": 64, "sha512": 128}
-_LOWER_HEX = re.compile(r"^[a-f0-9]+$")
+_LOWER_HEX = re.compile(r"^[a-f0-9]+\Z")
 SUPPORTED_ALGORITHMS = tuple(_HEX_LENGTH)
 
 

@@ -1,15 +1,21 @@
 """Error codes of the OCI Distribution Specification, with their HTTP statuses.
 
 The model layer raises `RegistryError`; the HTTP layer turns it into the spec's JSON body.
+The spec says an error body's `code` MUST be one of its table, so a refusal that no code of
+the table describes (a path that is no endpoint, an unsatisfiable range, a bad page size, an
+internal error) is a `RegistryError` without a code: its status and a plain-text message.
 """
 
 from __future__ import annotations
 
+import json
 from enum import Enum
 from typing import Any
 
 
 class ErrorCode(Enum):
+    """The spec's table (distribution-spec v1.1, "Error Codes"), nothing else."""
+
     # value: (HTTP status, default message)
     BLOB_UNKNOWN = (404, "blob unknown to registry")
     BLOB_UPLOAD_INVALID = (400, "blob upload invalid")
@@ -25,11 +31,6 @@ class ErrorCode(Enum):
     DENIED = (403, "requested access to the resource is denied")
     UNSUPPORTED = (405, "the operation is unsupported")
     TOOMANYREQUESTS = (429, "too many requests")
-    # Not in the spec's table, but needed for statuses the spec names without a code.
-    RANGE_INVALID = (416, "requested range not satisfiable")
-    PAGINATION_NUMBER_INVALID = (400, "invalid number of results requested")
-    NOT_FOUND = (404, "no such endpoint")
-    UNKNOWN = (500, "unknown error")
 
     @property
     def status(self) -> int:
@@ -45,22 +46,38 @@ class RegistryError(Exception):
 
     def __init__(
         self,
-        code: ErrorCode,
+        code: ErrorCode | None,
         message: str | None = None,
         *,
         detail: Any = None,
         status: int | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
+        if code is None and (message is None or status is None):
+            raise TypeError("an error without a code needs its status and a message")
         self.code = code
-        self.message = message or code.default_message
+        self.message = message or (code.default_message if code else "")
         self.detail = detail
-        self.status = status or code.status
+        self.status = status or (code.status if code else 500)
         self.headers = headers or {}
-        super().__init__(f"{code.name}: {self.message}")
+        super().__init__(f"{code.name if code else self.status}: {self.message}")
+
+    @classmethod
+    def plain(cls, status: int, message: str, headers: dict[str, str] | None = None) -> RegistryError:
+        """A refusal that no code of the spec's table describes: its status and a message."""
+        return cls(None, message, status=status, headers=headers)
 
     def body(self) -> dict[str, Any]:
+        """The spec's error document; only for errors with a code."""
+        if self.code is None:
+            raise ValueError("an error without a code has a plain-text body")
         error: dict[str, Any] = {"code": self.code.name, "message": self.message}
         if self.detail is not None:
             error["detail"] = self.detail
         return {"errors": [error]}
+
+    def render(self) -> tuple[str, bytes]:
+        """(content type, body) as the HTTP layer sends it."""
+        if self.code is None:
+            return "text/plain; charset=utf-8", (self.message + "\n").encode()
+        return "application/json", json.dumps(self.body()).encode()

@@ -6,13 +6,13 @@ A manifest is kept byte for byte as pushed; parsing only extracts the reference 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import mediatypes as mt
 from .digest import Digest
 from .errors import ErrorCode, RegistryError
+from .jsontext import JSONTextError, load_json
 
 # Content-Type values that say nothing about the manifest kind.
 _GENERIC_TYPES = frozenset({"", "application/json", "application/octet-stream", "text/plain"})
@@ -138,9 +138,9 @@ def _declared_type(document: dict[str, Any], content_type: str | None) -> str:
 def parse_manifest(payload: bytes, content_type: str | None = None) -> Manifest:
     """Validate a pushed manifest payload against its declared media type."""
     try:
-        document = json.loads(payload)
-    except (UnicodeDecodeError, ValueError) as err:
-        raise _invalid(f"manifest is not valid JSON: {err}") from None
+        document = load_json(payload)
+    except JSONTextError as err:
+        raise _invalid(f"the manifest is refused: {err}") from None
     if not isinstance(document, dict):
         raise _invalid("manifest must be a JSON object")
     media_type = _declared_type(document, content_type)

@@ -8,7 +8,6 @@ alike. Credentials: basic auth, or a bearer token holding `registry:admin:*`.
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -20,6 +19,7 @@ from ..auth.store import AuthStoreError, Credential, Principal
 from ..config import expires_at, parse_duration
 from ..lifecycle.usage import delete_repository, usage_report
 from ..oci.errors import ErrorCode, RegistryError
+from ..oci.jsontext import JSONTextError, load_json
 from ..oci.names import validate_name
 from ..storage.events import Actor
 from ..storage.metadata import ImmutableTagError
@@ -80,7 +80,7 @@ async def serve(registry: Registry, request: Request, res: Responder) -> None:
         raise RegistryError(
             ErrorCode.UNSUPPORTED, f"use {', '.join(methods)} here", headers={"allow": ", ".join(methods)}
         )
-    raise RegistryError(ErrorCode.NOT_FOUND, f"no such endpoint: {request.path[:200]}")
+    raise RegistryError.plain(404, f"no such endpoint: {request.path[:200]}")
 
 
 def _admit(registry: Registry, request: Request) -> Actor:
@@ -102,9 +102,11 @@ def _admit(registry: Registry, request: Request) -> Actor:
 
 async def _body(request: Request) -> dict[str, Any]:
     try:
-        document = json.loads(await request.read_body(BODY_LIMIT) or b"{}")
-    except ValueError:
-        raise RegistryError(ErrorCode.UNSUPPORTED, "the request body must be a JSON object", status=400) from None
+        document = load_json(await request.read_body(BODY_LIMIT) or b"{}")
+    except JSONTextError as err:
+        raise RegistryError(
+            ErrorCode.UNSUPPORTED, f"the request body must be a JSON object: {err}", status=400
+        ) from None
     if not isinstance(document, dict):
         raise RegistryError(ErrorCode.UNSUPPORTED, "the request body must be a JSON object", status=400)
     return document

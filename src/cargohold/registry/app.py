@@ -7,12 +7,13 @@ import fcntl
 import logging
 import secrets
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from ..auth.credentials import prepare_logins
-from ..auth.service import Authority, AuthSettings
+from ..auth.service import Authority
 from ..config import Config, load_config
 from ..lifecycle.gc import collect_garbage
 from ..lifecycle.retention import apply_retention
@@ -27,13 +28,15 @@ from . import admin_api, blobs, manifests, token_endpoint, uploads
 from .access import OPEN, Gate, actor_of
 from .accesslog import AccessLog
 from .bodysink import BodyStreams, WriteBudget
-from .http import ClientDisconnected, Receive, Request, Responder, Scope, Send
+from .http import IncompleteBody, Receive, Request, Responder, Scope, Send
 from .pagination import page
 from .routes import match
 
 log = logging.getLogger("cargohold.registry")
 # Received-but-unwritten upload bytes a process may hold, whatever the number of uploads.
 WRITE_BUDGET_BYTES = 8 << 20
+# Seconds after start before the maintenance jobs first run (sooner if their interval is shorter).
+FIRST_MAINTENANCE_DELAY = 5.0
 
 
 class Registry:
@@ -51,10 +54,11 @@ class Registry:
         self.write_budget = WriteBudget(WRITE_BUDGET_BYTES)
         self.streams = BodyStreams()
         self.immutable_tags = parse_rules(config.immutable_tags)
-        self.authority = Authority.open(config.data, auth_settings(config))
+        self.authority = Authority.open(config)
         self.gate = Gate(self.authority, config.auth_realm or None) if config.auth else None
         if config.auth:
-            prepare_logins()
+            # ~0.1 s of argon2: made beside the start, not before the first answer.
+            threading.Thread(target=prepare_logins, name="prepare-logins", daemon=True).start()
 
     @staticmethod
     def actor(request: Request) -> Actor:
@@ -75,7 +79,7 @@ class Registry:
         if scope["type"] != "http":
             return
         started = time.perf_counter()
-        request = Request(scope, receive)
+        request = Request(scope, receive, self.config.body_timeout)
         request.request_id = request_id(request.headers.get("x-request-id"))
         request.caller = OPEN
         res = Responder(send, request.request_id)
@@ -83,21 +87,20 @@ class Registry:
             await self._dispatch(request, res)
         except RegistryError as err:
             await self._refuse(request, res, err)
-        except ClientDisconnected:
-            res.status = res.status or 499
+        except IncompleteBody as cut:
+            # The client may still listen (a half-closed socket, a malformed chunk): tell it.
+            await self._refuse(request, res, cut.refusal())
         except (StorageFullError, sqlite3.OperationalError) as err:
             if isinstance(err, sqlite3.OperationalError) and "full" not in str(err):
                 log.exception("database error on %s %s", request.method, request.path)
-                await self._refuse(request, res, RegistryError(ErrorCode.UNKNOWN, "database error; see the server log"))
+                await self._refuse(request, res, RegistryError.plain(500, "database error; see the server log"))
             else:
                 log.error("storage full on %s %s: %s", request.method, request.path, err)
-                full = RegistryError(
-                    ErrorCode.UNKNOWN, "the registry's storage is full; nothing was stored", status=507
-                )
+                full = RegistryError.plain(507, "the registry's storage is full; nothing was stored")
                 await self._refuse(request, res, full)
         except Exception:
             log.exception("internal error on %s %s", request.method, request.path)
-            await self._refuse(request, res, RegistryError(ErrorCode.UNKNOWN, "internal error; see the server log"))
+            await self._refuse(request, res, RegistryError.plain(500, "internal error; see the server log"))
         if self.access_log is not None:
             client = scope.get("client") or ("-", 0)
             self.access_log.write(
@@ -161,6 +164,8 @@ class Registry:
                     meta.close()
 
         loop = asyncio.get_running_loop()
+        # Not at the very start: a restarting registry first serves the clients waiting for it.
+        await asyncio.sleep(min(interval, FIRST_MAINTENANCE_DELAY))
         while True:
             try:
                 await loop.run_in_executor(self.pool, run)
@@ -196,7 +201,7 @@ class Registry:
             if request.path.startswith("/api/"):
                 await admin_api.serve(self, request, res)
                 return
-            raise RegistryError(ErrorCode.NOT_FOUND, f"no such endpoint: {request.path[:200]}")
+            raise RegistryError.plain(404, f"no such endpoint: {request.path[:200]}")
         if route.name:
             validate_name(route.name)  # before the gate, which names the repository in challenges and audit
         if self.gate is not None:
@@ -263,17 +268,6 @@ class Registry:
                 f"method {method} is not allowed here; use {', '.join(allowed)}",
                 headers={"allow": ", ".join(allowed)},
             )
-
-
-def auth_settings(config: Config) -> AuthSettings:
-    return AuthSettings(
-        service=config.auth_service,
-        issuer=config.auth_service,
-        token_ttl=config.token_ttl,
-        refresh_ttl=config.refresh_token_ttl,
-        max_failures=config.auth_max_failures,
-        failure_window=config.auth_failure_window,
-    )
 
 
 def request_id(offered: str | None) -> str:

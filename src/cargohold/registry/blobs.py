@@ -15,14 +15,15 @@ if TYPE_CHECKING:
     from .app import Registry
 
 log = logging.getLogger("cargohold.registry")
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_RANGE = re.compile(r"^bytes=(\d{0,19})-(\d{0,19})\Z")
 
 
 def parse_range(header: str, size: int) -> tuple[int, int]:
-    """(offset, length) of a single `bytes=` range; RANGE_INVALID when it cannot be served."""
+    """(offset, length) of a single `bytes=` range; 416 when it cannot be served (the spec's
+    table has no code for it, so the answer is the status and a plain message)."""
     found = _RANGE.match(header.strip())
-    unsatisfiable = RegistryError(
-        ErrorCode.RANGE_INVALID,
+    unsatisfiable = RegistryError.plain(
+        416,
         f"range {header[:60]!r} cannot be served from a blob of {size} bytes",
         headers={"content-range": f"bytes */{size}"},
     )

@@ -170,7 +170,8 @@ class _OrderedWrites:
 async def sink(
     chunks: AsyncIterator[bytes], writer: UploadWriter, hasher: hashlib._Hash, pool: Executor, budget: WriteBudget
 ) -> None:
-    """Hash and append every chunk; whatever arrived is kept even if the client goes away."""
+    """Hash and append every chunk. Every chunk that arrived is written, even when the body
+    ends early; whether to keep them is the caller's decision (uploads truncate them away)."""
     writes: _OrderedWrites | None = None
     batch: Batch = []
     batched = 0

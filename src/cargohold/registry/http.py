@@ -6,6 +6,7 @@ with slashes, digests with colons) fit no router well, and a manifest GET must c
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
@@ -23,8 +24,47 @@ API_VERSION = (b"docker-distribution-api-version", b"registry/2.0")
 READ_CHUNK = 1 << 20
 
 
-class ClientDisconnected(Exception):
-    """The client went away before sending its whole request body."""
+# Largest Content-Length the registry can record (SQLite and PostgreSQL integers are 64-bit).
+MAX_CONTENT_LENGTH = (1 << 63) - 1
+
+
+class IncompleteBody(Exception):
+    """The request body ended before its end: the client closed the connection (or half-closed
+    it) early, or its chunked encoding was malformed, which granian reports the same way.
+    Nothing of such a body is kept; the client, if it still listens, hears 400."""
+
+    status = 400
+
+    def __init__(self, received: int) -> None:
+        self.received = received
+        super().__init__(f"the request body ended after {received} bytes, before its end")
+
+    def refusal(self) -> RegistryError:
+        return RegistryError(
+            ErrorCode.SIZE_INVALID,
+            f"the request body ended after {self.received} bytes, before the length it announced "
+            "(the connection closed early or its chunked encoding was malformed); nothing of it was kept",
+            status=self.status,
+            headers={"connection": "close"},
+        )
+
+
+class BodyStalled(IncompleteBody):
+    """No byte of the body arrived for the body timeout."""
+
+    status = 408
+
+    def __init__(self, received: int, timeout: float) -> None:
+        self.timeout = timeout
+        super().__init__(received)
+
+    def refusal(self) -> RegistryError:
+        return RegistryError.plain(
+            408,
+            f"no byte of the request body arrived for {self.timeout:g} s (after {self.received} bytes); "
+            "nothing of it was kept",
+            headers={"connection": "close"},
+        )
 
 
 class Request:
@@ -32,17 +72,20 @@ class Request:
         "_body_done",
         "_pending",
         "_query",
+        "body_timeout",
         "caller",
         "headers",
         "method",
         "path",
         "receive",
+        "received",
         "request_id",
         "scope",
     )
 
-    def __init__(self, scope: Scope, receive: Receive) -> None:
+    def __init__(self, scope: Scope, receive: Receive, body_timeout: float = 60.0) -> None:
         self.scope = scope
+        self.body_timeout = body_timeout
         self.caller: Any = None  # set by the access gate: who made the request
         self.request_id = ""
         self.receive = receive
@@ -56,6 +99,7 @@ class Request:
         self._query: dict[str, list[str]] | None = None
         self._pending: Awaitable[Message] | None = None  # a receive() started ahead of need
         self._body_done = False
+        self.received = 0  # body bytes read so far
 
     def query(self, key: str) -> str | None:
         if self._query is None:
@@ -67,7 +111,7 @@ class Request:
         value = self.headers.get("content-length")
         if value is None:
             return None
-        if not value.isdigit():
+        if not (value.isascii() and value.isdigit()) or len(value) > 19 or int(value) > MAX_CONTENT_LENGTH:
             raise RegistryError(ErrorCode.SIZE_INVALID, f"invalid Content-Length {value[:40]!r}")
         return int(value)
 
@@ -77,14 +121,19 @@ class Request:
         the consumer still hashes this one, at the cost of holding it."""
         while not self._body_done:
             pending, self._pending = self._pending or self.receive(), None
-            message = await pending
+            try:
+                async with asyncio.timeout(self.body_timeout):
+                    message = await pending
+            except TimeoutError:
+                raise BodyStalled(self.received, self.body_timeout) from None
             if message["type"] == "http.disconnect":
-                raise ClientDisconnected
+                raise IncompleteBody(self.received)
             self._body_done = not message.get("more_body", False)
             if read_ahead and not self._body_done:
                 self._pending = self.receive()
             chunk = message.get("body", b"")
             if chunk:
+                self.received += len(chunk)
                 yield chunk
 
     async def discard_body(self, limit: int) -> None:
@@ -100,7 +149,10 @@ class Request:
         declared = self.content_length()
         if declared is not None and declared > limit:
             raise RegistryError(
-                ErrorCode.SIZE_INVALID, f"payload of {declared} bytes exceeds the limit of {limit}", status=413
+                ErrorCode.SIZE_INVALID,
+                f"payload of {declared} bytes exceeds the limit of {limit}",
+                status=413,
+                headers={"connection": "close"},  # the body stays unread
             )
         parts: list[bytes] = []
         size = 0
@@ -156,8 +208,8 @@ class Responder:
         await self.bytes(status, json.dumps(document, separators=(",", ":")).encode(), headers)
 
     async def error(self, err: RegistryError, head: bool = False) -> None:
-        payload = json.dumps(err.body()).encode()
-        headers = {"content-type": "application/json", "content-length": str(len(payload)), **err.headers}
+        content_type, payload = err.render()
+        headers = {"content-type": content_type, "content-length": str(len(payload)), **err.headers}
         await self.start(err.status, headers)
         await self.body(b"" if head else payload)
 

@@ -5,8 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from urllib.parse import quote
 
-from ..oci.errors import ErrorCode, RegistryError
+from ..oci.errors import RegistryError
 from .http import Request
+
+# The most entries one page holds, whatever `n` asks: a registry may return fewer than asked
+# (distribution-spec, "Listing Tags"), and the `Link` header leads to the rest.
+MAX_PAGE = 10_000
 
 
 def page(request: Request, fetch: Callable[[int | None, str | None], list[str]]) -> tuple[list[str], dict[str, str]]:
@@ -15,11 +19,11 @@ def page(request: Request, fetch: Callable[[int | None, str | None], list[str]])
     last = request.query("last") or None
     if raw_n is None or raw_n == "":
         return fetch(None, last), {}
-    if not raw_n.isdigit():
-        raise RegistryError(
-            ErrorCode.PAGINATION_NUMBER_INVALID, f"n must be a non-negative integer, got {raw_n[:40]!r}"
-        )
-    n = int(raw_n)
+    if not (raw_n.isascii() and raw_n.isdigit()):
+        # No code of the spec's table fits: the status and a plain message.
+        raise RegistryError.plain(400, f"n must be a non-negative integer, got {raw_n[:40]!r}")
+    digits = raw_n.lstrip("0")  # never int() a long text: absurd sizes simply get the largest page
+    n = MAX_PAGE if len(digits) > len(str(MAX_PAGE)) else min(int(digits or "0"), MAX_PAGE)
     if n == 0:
         return [], {}
     items = fetch(n + 1, last)

@@ -24,13 +24,13 @@ from ..oci.names import validate_name
 from ..storage.blobstore import StorageFullError, UploadBusyError, UploadWriter, is_upload_id
 from ..storage.metadata import QuotaExceededError
 from .bodysink import sink
-from .http import ClientDisconnected, Request, Responder
+from .http import IncompleteBody, Request, Responder
 from .quota import quota_refusal
 
 if TYPE_CHECKING:
     from .app import Registry
 
-_CONTENT_RANGE = re.compile(r"^(?:bytes[ =])?(\d+)-(\d+)(?:/(?:\d+|\*))?$")
+_CONTENT_RANGE = re.compile(r"^(?:bytes[ =])?(\d{1,19})-(\d{1,19})(?:/(?:\d+|\*))?\Z")
 _HASH_CHUNK = 1 << 20
 _MAX_CACHED_HASHERS = 1024
 # A refused upload's remaining body is read and dropped, up to this much, so the client
@@ -81,17 +81,23 @@ def _created_headers(name: str, digest: Digest) -> dict[str, str]:
 async def _append(registry: Registry, request: Request, writer: UploadWriter, hasher: hashlib._Hash) -> int:
     """Stream the request body onto the upload; returns the bytes appended.
 
-    Bytes that reached the file stay there if the client disconnects: the session's offset
-    says how far it got and the client may resume. A failed write is undone.
+    All or nothing: a body that ends before its end (a cut connection, a malformed chunked
+    encoding, a stall) or disagrees with its Content-Length, and a failed write, leave the
+    session where it stood before this request, so the client resends the chunk it was
+    never told had arrived.
     """
     start = writer.size
     expected = request.content_length()
+    _check_room(registry, expected)
     with registry.streams.streaming() as others:
         # Reading ahead speeds up a lone upload; when several stream at once the CPU is busy
         # anyway, and each chunk read ahead is one more held per connection.
         read_ahead = others < _READ_AHEAD_MAX_STREAMS
         try:
             await sink(request.body_chunks(read_ahead), writer, hasher, registry.pool, registry.write_budget)
+        except IncompleteBody:
+            writer.truncate(start)
+            raise
         except StorageFullError:
             writer.truncate(start)
             await request.discard_body(_DRAIN_LIMIT)
@@ -107,6 +113,29 @@ async def _append(registry: Registry, request: Request, writer: UploadWriter, ha
             ErrorCode.SIZE_INVALID, f"Content-Length said {expected} bytes but {received} arrived; chunk discarded"
         )
     return received
+
+
+def _check_room(registry: Registry, declared: int | None) -> None:
+    """Refuse before a byte is read a body announced larger than the storage has room for:
+    413 if it could never fit, 507 if it does not fit now."""
+    if declared is None:
+        return
+    free, total = registry.blobs.space()
+    if declared > total:
+        raise RegistryError(
+            ErrorCode.SIZE_INVALID,
+            f"a body of {declared} bytes cannot be stored: the registry's storage holds {total} bytes in all",
+            status=413,
+            headers={"connection": "close"},
+        )
+    if declared > free:
+        raise RegistryError(
+            ErrorCode.BLOB_UPLOAD_INVALID,
+            f"the registry's storage is full: a body of {declared} bytes does not fit in the {free} bytes free; "
+            "nothing was stored",
+            status=507,
+            headers={"connection": "close"},
+        )
 
 
 def _check_session(registry: Registry, name: str, upload_id: str) -> None:
@@ -145,14 +174,17 @@ async def _locked(registry: Registry, name: str, upload_id: str) -> AsyncIterato
 
 
 async def _receive(registry: Registry, request: Request, upload_id: str, writer: UploadWriter) -> hashlib._Hash:
-    hasher = registry.hashers.take(upload_id, writer.size)
+    start = writer.size
+    hasher = registry.hashers.take(upload_id, start)
     if hasher is None:  # another process (or a previous life of this one) wrote the last bytes
         loop = asyncio.get_running_loop()
-        hasher = await loop.run_in_executor(registry.pool, _hash_upload, registry, upload_id, "sha256", writer.size)
+        hasher = await loop.run_in_executor(registry.pool, _hash_upload, registry, upload_id, "sha256", start)
+    before = hasher.copy()
     try:
         await _append(registry, request, writer, hasher)
-    except ClientDisconnected:
-        registry.hashers.put(upload_id, writer.size, hasher)
+    except BaseException:
+        if writer.size == start:  # the chunk was undone: so is its hashing
+            registry.hashers.put(upload_id, start, before)
         raise
     return hasher
 
@@ -314,6 +346,7 @@ async def finish(registry: Registry, request: Request, res: Responder, name: str
         raise RegistryError(ErrorCode.DIGEST_INVALID, "the digest query parameter is required to finish an upload")
     digest = Digest.parse(raw_digest)
     async with _locked(registry, name, upload_id) as writer:
+        _check_content_range(request, name, upload_id, writer.size)
         hasher = await _receive(registry, request, upload_id, writer)
         _finish(registry, name, upload_id, digest, writer, hasher)
     await res.empty(201, _created_headers(name, digest))

@@ -25,7 +25,7 @@ from .uploadfile import StorageFullError, UploadBusyError, UploadWriter
 
 __all__ = ["FilesystemBlobStore", "StorageFullError", "UploadBusyError", "UploadWriter"]
 
-_UPLOAD_ID = re.compile(r"^[a-f0-9]{32}$")
+_UPLOAD_ID = re.compile(r"^[a-f0-9]{32}\Z")
 
 
 def is_upload_id(upload_id: str) -> bool:
@@ -135,6 +135,11 @@ class FilesystemBlobStore:
             for entry in entries:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(entry.path)
+
+    def space(self) -> tuple[int, int]:
+        """(bytes an upload could still use, bytes the store's filesystem holds in all)."""
+        stats = os.statvfs(self._uploads)
+        return stats.f_bavail * stats.f_frsize, stats.f_blocks * stats.f_frsize
 
     def blob_size(self, digest: Digest) -> int | None:
         try:
