@@ -30,12 +30,12 @@ class EarlyListeningServer(Server):
     On Linux granian lets each worker bind an SO_REUSEPORT socket of its own once it has
     loaded the app, so until then the port is closed and a client arriving while the registry
     restarts is refused (crane, for one, then gives up for good). With one worker the socket
-    is instead bound by `cargohold serve` first thing (`listener.listen`), without
+    is instead bound by `cargohold serve` first thing (`listener.listen_on`), without
     SO_REUSEPORT, and inherited by the worker:
     such clients wait in the kernel's backlog, and a second server started on the same port
     fails instead of silently sharing its connections. With several workers each keeps its
     own socket (the kernel balances connections between those, not between processes that
-    share one); the port is only checked to be free first.
+    share one); the port is only checked to be free first, by binding without listening.
 
     This reaches into granian's socket handling (`_init_shared_socket`, `SocketHolder`),
     hence the pinned granian version; `tests/test_startup.py` checks both behaviours.
@@ -44,7 +44,7 @@ class EarlyListeningServer(Server):
     _listener: socket.socket | None = None
 
     def adopt(self, listener: socket.socket) -> None:
-        """Serve on `listener` (from `listener.listen`) if there is one worker; else let it go."""
+        """Serve on `listener` (from `listener.listen_on`) if there is one worker; else let it go."""
         if self.workers > 1:
             listener.close()  # the port was free: granian's workers bind their own
             return

@@ -84,13 +84,14 @@ def serve(
     tls_dev: bool | None,
 ) -> None:
     """Run the registry with SQLite metadata and filesystem blobs under the data directory."""
-    from ..listener import ListenError, listen_on
+    from ..listener import LISTEN_BACKLOG, ListenError, listen_on
 
     config = _config(
         config_file, listen=listen, data=data, workers=workers, tls_cert=tls_cert, tls_key=tls_key, tls_dev=tls_dev
     )
     try:  # first thing: clients of a restarting registry then wait in the backlog rather than fail
-        listener = listen_on(config.host, config.port)
+        # With several workers granian's own sockets serve: this one only proves the port free.
+        listener = listen_on(config.host, config.port, LISTEN_BACKLOG if config.workers == 1 else None)
     except ListenError as err:
         raise click.ClickException(str(err)) from None
     from ..server import serve as run_server
