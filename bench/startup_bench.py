@@ -113,7 +113,8 @@ def main() -> None:
             f"{name:18} {bound['median'] * 1000:9.0f} ms ({bound['min'] * 1000:.0f}-{bound['max'] * 1000:.0f}) "
             f"{' ' * 8}{ready['median'] * 1000:9.0f} ms ({ready['min'] * 1000:.0f}-{ready['max'] * 1000:.0f})"
         )
-    ratio = statistics.median(a[1] / b[1] for a, b in zip(results["cargohold"], results["docker-registry"], strict=True))
+    pairs = zip(results["cargohold"], results["docker-registry"], strict=True)
+    ratio = statistics.median(ours[1] / theirs[1] for ours, theirs in pairs)
     report["ready_ratio"] = ratio
     print(f"cargohold's first answer takes {ratio:.1f}x docker-registry's (median of per-round ratios)")
     print(f"cargohold's first start (schema, administrator, signing key): {first_start[1] * 1000:.0f} ms")
