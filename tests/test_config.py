@@ -40,6 +40,11 @@ def test_round_trip_through_environment(tmp_path: Path) -> None:
         ("fsync: perhaps\n", "'fsync' has an unusable value"),
         ("- a\n- b\n", "must hold a mapping"),
         ("listen: [unclosed\n", "cannot read config file"),
+        ("listen: 127.0.0.1:99999\n", "port from 0 to 65535"),
+        ("listen: '127.0.0.1:\uff15\uff10\uff10\uff10'\n", "port from 0 to 65535"),
+        ("log_level: verbose\n", "log_level 'verbose' must be one of debug, info, warning, error"),
+        ("body_timeout: 0\n", "body_timeout must be more than 0"),
+        ("body_timeout: soon\n", "'body_timeout' has an unusable value"),
     ],
 )
 def test_bad_settings_are_named(tmp_path: Path, text: str, message: str) -> None:

@@ -16,6 +16,7 @@ import yaml
 from .oci.rules import Quota, RetentionPolicy
 
 ENV_PREFIX = "CARGOHOLD_"
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 class ConfigError(ValueError):
@@ -114,7 +115,7 @@ def expires_at(text: str | float | None) -> float | None:
     """The moment a lifetime such as `90d` from now ends; None for no expiry (None, "", "never")."""
     if text in (None, "", "never"):
         return None
-    return time.time() + parse_duration(text)  # type: ignore[arg-type]
+    return time.time() + parse_duration(text)
 
 
 def _coerce(name: str, raw: Any, default: Any) -> Any:
@@ -236,10 +237,16 @@ def load_config(file: Path | None = None, environ: dict[str, str] | None = None,
     for name, raw in values.items():
         parse = {"retention": _retention, "quotas": _quotas}.get(name)
         setattr(config, name, parse(raw) if parse else _coerce(name, raw, getattr(config, name)))
-    if ":" not in config.listen or not config.listen.rsplit(":", 1)[1].isdigit():
-        raise ConfigError(f"listen address {config.listen!r} must be HOST:PORT")
+    port = config.listen.rsplit(":", 1)[1] if ":" in config.listen else ""
+    if not (port.isascii() and port.isdigit() and int(port) <= 65535):
+        raise ConfigError(f"listen address {config.listen!r} must be HOST:PORT, with a port from 0 to 65535")
+    config.log_level = config.log_level.lower()
+    if config.log_level not in LOG_LEVELS:
+        raise ConfigError(f"log_level {config.log_level!r} must be one of {', '.join(LOG_LEVELS)}")
     if config.workers < 1:
         raise ConfigError("workers must be at least 1")
+    if config.body_timeout <= 0:
+        raise ConfigError("body_timeout must be more than 0 (a stalled body would otherwise never end)")
     if bool(config.tls_cert) != bool(config.tls_key):
         raise ConfigError("tls_cert and tls_key go together: give both, or neither")
     if config.tls_dev and config.tls_cert:

@@ -11,7 +11,8 @@ from pathlib import Path
 from granian._granian import SocketHolder
 from granian.constants import Interfaces, Loops, SSLProtocols
 from granian.http import HTTP1Settings
-from granian.server import Server
+from granian.log import LogLevels
+from granian.server import MPServer
 
 from .config import Config
 from .listener import LISTEN_BACKLOG
@@ -24,8 +25,9 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 log = logging.getLogger("cargohold.server")
 
 
-class EarlyListeningServer(Server):
-    """granian's process server, serving on a socket bound before anything slow happened.
+class EarlyListeningServer(MPServer):
+    """granian's process server (the one CPython with a GIL runs), serving on a socket bound
+    before anything slow happened.
 
     On Linux granian lets each worker bind an SO_REUSEPORT socket of its own once it has
     loaded the app, so until then the port is closed and a client arriving while the registry
@@ -49,8 +51,10 @@ class EarlyListeningServer(Server):
             listener.close()  # the port was free: granian's workers bind their own
             return
         self._listener = listener
-        self._shd = SocketHolder(listener.fileno(), False, LISTEN_BACKLOG)
-        self._sfd = listener.fileno()
+        # granian's stub omits SocketHolder's arguments (fd, is a unix socket, backlog), and its
+        # server declares these attributes as None.
+        self._shd = SocketHolder(listener.fileno(), False, LISTEN_BACKLOG)  # type: ignore[call-arg,assignment]
+        self._sfd = listener.fileno()  # type: ignore[assignment]
 
     def _init_shared_socket(self) -> None:
         if self._listener is None:
@@ -87,7 +91,7 @@ def serve(config: Config, listener: socket.socket) -> None:
         websockets=False,
         http1_settings=HTTP1Settings(max_buffer_size=HTTP1_BUFFER_BYTES),
         log_access=False,  # the app writes its own access line, with the registry's view of the request
-        log_level=config.log_level,
+        log_level=LogLevels(config.log_level),
         log_dictconfig={"version": 1, "disable_existing_loggers": False},
         ssl_protocol_min=SSLProtocols.tls12,
         backlog=LISTEN_BACKLOG,

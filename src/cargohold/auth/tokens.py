@@ -69,7 +69,7 @@ class TokenService:
         try:
             kid = jwt.get_unverified_header(token).get("kid")
             key = self.keys.verifying_key(kid) if isinstance(kid, str) else None
-            if key is None:
+            if key is None or not isinstance(kid, str):
                 raise InvalidToken("the token was signed by a key this registry does not hold")
             claims = jwt.decode(
                 token,

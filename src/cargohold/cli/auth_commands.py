@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -63,7 +64,7 @@ def _when(stamp: float | None) -> str:
 
 
 def _echo_principals(principals: list[Principal], authority: Authority, as_json: bool) -> None:
-    rows = []
+    rows: list[dict[str, Any]] = []
     for p in principals:
         scopes = [str(policy.grant) for policy in authority.store.policies(p.subject)]
         rows.append({**dataclasses.asdict(p), "scopes": scopes})
@@ -73,8 +74,8 @@ def _echo_principals(principals: list[Principal], authority: Authority, as_json:
     for row in rows:
         flags = " admin" if row["admin"] else ""
         groups = f" groups={','.join(row['groups'])}" if row["groups"] else ""
-        scopes = f" scopes={' '.join(row['scopes'])}" if row["scopes"] else ""
-        click.echo(f"{row['name']:<24} {row['kind']:<6} expires {_when(row['expires'])}{flags}{groups}{scopes}")
+        granted = f" scopes={' '.join(row['scopes'])}" if row["scopes"] else ""
+        click.echo(f"{row['name']:<24} {row['kind']:<6} expires {_when(row['expires'])}{flags}{groups}{granted}")
 
 
 def _echo_credentials(credentials: list[Credential], as_json: bool) -> None:

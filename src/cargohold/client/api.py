@@ -326,7 +326,7 @@ class Client:
 
         blob = Descriptor.from_json(descriptor)
         data = bytearray()
-        async with contextlib.aclosing(src.opener(blob)(0)) as chunks:  # type: ignore[type-var]
+        async with contextlib.aclosing(src.opener(blob)(0)) as chunks:
             async for piece in chunks:
                 data += piece
                 if len(data) > limit:

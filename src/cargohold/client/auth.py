@@ -85,7 +85,7 @@ class Authenticator:
         realm = self.challenge.params.get("realm")
         if not realm:
             raise AuthError(f"{self.registry} sent a Bearer challenge without a realm")
-        params: list[tuple[str, str]] = []
+        params: list[tuple[str, str | int | float | bool | None]] = []
         if "service" in self.challenge.params:
             params.append(("service", self.challenge.params["service"]))
         params.extend(("scope", scope) for scope in scopes)

@@ -13,7 +13,7 @@ import contextlib
 import hashlib
 import os
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from pathlib import Path
 
 import httpx
@@ -31,7 +31,7 @@ from .registry import (
 )
 from .sink import BlobFileWriter
 
-Opener = Callable[[int], AsyncIterator[bytes]]
+Opener = Callable[[int], AsyncGenerator[bytes, None]]
 PIECE = 1024 * 1024
 
 
@@ -66,7 +66,7 @@ class _SourceFailed(Exception):
 def file_opener(path: Path, start: int = 0) -> Opener:
     """Bytes of `path` from `start + offset` (a tar member is a file region)."""
 
-    async def chunks(offset: int) -> AsyncIterator[bytes]:
+    async def chunks(offset: int) -> AsyncGenerator[bytes, None]:
         with open(path, "rb", buffering=0) as handle:
             handle.seek(start + offset)
             while True:
@@ -277,7 +277,7 @@ async def _saved_status(client: RegistryClient, location: str, scopes: list[str]
 async def _prehash(opener: Opener, hasher: _Hasher, offset: int) -> None:
     """Hash the bytes a registry already has (from the source), so the digest check still covers them."""
     position = 0
-    async with contextlib.aclosing(opener(0)) as source:  # type: ignore[type-var]
+    async with contextlib.aclosing(opener(0)) as source:
         async for piece in source:
             take = piece[: offset - position]
             hasher.feed(position, take)
@@ -358,7 +358,7 @@ async def _receive(
     failures = 0
     while writer.written < size:
         try:
-            async with contextlib.aclosing(opener(writer.written)) as source:  # type: ignore[type-var]
+            async with contextlib.aclosing(opener(writer.written)) as source:
                 async for piece in source:
                     if len(piece) > size - writer.written:
                         raise IntegrityError(f"{what}: the source sent more than the {size} bytes expected")

@@ -15,7 +15,7 @@ import email.utils
 import json
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -152,13 +152,14 @@ class RegistryClient:
         scopes: Iterable[str] = (),
         headers: dict[str, str] | None = None,
         params: dict[str, str] | None = None,
-        content: Callable[[], Any] | bytes | None = None,
+        content: Callable[[], Any] | bytes | AsyncIterator[bytes] | None = None,
         stream: bool = False,
         retry: bool = True,
     ) -> httpx.Response:
         """Send with auth; retry (if `retry`) on connection errors, 429 and 5xx.
 
-        `content` is bytes or a factory of a fresh body (an async iterator) for each attempt.
+        `content` is bytes, a factory of a fresh body (an async iterator) for each attempt, or
+        one body to stream (with `retry=False`: it cannot be sent twice).
         Streamed responses must be closed by the caller.
         """
         if not self._pinged:
@@ -379,7 +380,7 @@ class RegistryClient:
             raise IntegrityError(f"{self.host} sent bytes for blob {digest} that do not match that digest")
         return bytes(data)
 
-    async def stream_blob(self, repo: str, digest: str, offset: int = 0) -> AsyncIterator[bytes]:
+    async def stream_blob(self, repo: str, digest: str, offset: int = 0) -> AsyncGenerator[bytes, None]:
         """The blob's bytes from `offset` on (a Range request; a server ignoring it is handled)."""
         headers = {"range": f"bytes={offset}-"} if offset else {}
         response = await self.request(

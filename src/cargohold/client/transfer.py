@@ -14,7 +14,7 @@ import asyncio
 import json
 import shutil
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -138,7 +138,7 @@ class _StaticSource:
         if blob.digest in self._small:
             data = self._small[blob.digest]
 
-            async def chunks(offset: int) -> AsyncIterator[bytes]:
+            async def chunks(offset: int) -> AsyncGenerator[bytes, None]:
                 yield data[offset:]
 
             return chunks

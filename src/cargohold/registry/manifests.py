@@ -42,7 +42,7 @@ def _lookup(registry: Registry, name: str, reference: str) -> StoredManifest:
 async def get(registry: Registry, request: Request, res: Responder, name: str, reference: str, head: bool) -> None:
     stored = _lookup(registry, name, reference)
     accept = request.headers.get("accept")
-    if not accepts(accept, stored.media_type):
+    if accept is not None and not accepts(accept, stored.media_type):
         raise RegistryError(
             ErrorCode.MANIFEST_UNKNOWN,
             f"manifest {reference} is {stored.media_type}, which this client does not accept (Accept: {accept[:300]})",

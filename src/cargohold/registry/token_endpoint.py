@@ -15,7 +15,7 @@ from urllib.parse import parse_qs
 from ..auth.scopes import Scope, ScopeError
 from ..auth.service import AuthFailed, Identity, RateLimited
 from ..oci.errors import ErrorCode, RegistryError
-from .access import client_address, decode_basic
+from .access import actor_of, client_address, decode_basic
 from .http import Request, Responder
 
 if TYPE_CHECKING:
@@ -40,7 +40,7 @@ async def serve(registry: Registry, request: Request, res: Responder) -> None:
             form = parse_qs((await request.read_body(FORM_LIMIT)).decode("utf-8", "replace"), keep_blank_values=True)
             document = _post(registry, request, form)
     except OAuthError as err:
-        body = {"error": err.error, "error_description": err.description}
+        body: dict[str, object] = {"error": err.error, "error_description": err.description}
         # Docker-style clients read `errors`; OAuth2 clients read `error`.
         body["errors"] = [{"code": _CODES.get(err.status, "DENIED"), "message": err.description}]
         await res.json(err.status, body, err.headers)
@@ -62,8 +62,9 @@ def _one(params: dict[str, list[str]], key: str) -> str:
 
 def _scopes(registry: Registry, params: dict[str, list[str]]) -> list[Scope]:
     service = _one(params, "service")
-    if service and service != registry.gate.service:
-        raise OAuthError(400, "invalid_request", f"this token server serves {registry.gate.service!r}, not {service!r}")
+    served = registry.authority.settings.service
+    if service and service != served:
+        raise OAuthError(400, "invalid_request", f"this token server serves {served!r}, not {service!r}")
     try:
         return Scope.parse_many(params.get("scope", []))
     except ScopeError as err:
@@ -93,8 +94,9 @@ def _get(registry: Registry, request: Request) -> dict[str, object]:
     elif header:
         raise OAuthError(401, "invalid_request", "send basic credentials, or none for anonymous access")
     else:
-        identity = registry.authority.identity_for_subject(None)
-        assert identity is not None
+        anonymous = registry.authority.identity_for_subject(None)
+        assert anonymous is not None
+        identity = anonymous
     document = _token_document(registry, identity, scopes)
     document["token"] = document["access_token"]
     if _one(params, "offline_token") == "true" and identity.principal is not None:
@@ -135,7 +137,7 @@ def _token_document(registry: Registry, identity: Identity, scopes: list[Scope])
 
 def _refresh_token(registry: Registry, request: Request, identity: Identity, client_id: str) -> str:
     token = registry.authority.issue_refresh_token(identity, client_id)
-    registry.gate.audit(
-        request, identity.name, "auth.login", identity.name, detail=f"refresh token for {client_id[:64]}"
+    registry.authority.audit(
+        actor_of(request, identity.name), "auth.login", identity.name, detail=f"refresh token for {client_id[:64]}"
     )
     return token
