@@ -30,6 +30,9 @@ from tests.support.clients import (
 )
 from tests.support.oci import make_image, push_image, sha256
 
+# Real engines, kill -9 loops or whole benchmark runs: not in the fast lane (make test-fast).
+pytestmark = pytest.mark.slow
+
 
 def unique(prefix: str) -> str:
     return f"team/{prefix}-{uuid.uuid4().hex[:8]}"

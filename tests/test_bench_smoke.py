@@ -13,6 +13,9 @@ import pytest
 
 from tests.support.servers import require_tool
 
+# Real engines, kill -9 loops or whole benchmark runs: not in the fast lane (make test-fast).
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench" / "registry_bench.py"
 REGISTRIES = ["cargohold", "docker-registry"]

@@ -31,6 +31,9 @@ from tests.support.clients import (
 from tests.support.servers import Cargohold, Distribution, ServerProcess
 from tests.test_clients import write_docker_context
 
+# Real engines, kill -9 loops or whole benchmark runs: not in the fast lane (make test-fast).
+pytestmark = pytest.mark.slow
+
 
 def unique(prefix: str) -> str:
     return f"client/{prefix}-{uuid.uuid4().hex[:10]}"

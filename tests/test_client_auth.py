@@ -19,6 +19,9 @@ from tests.support.clients import build_umoci_image, layout_digest
 from tests.support.distribution_auth import AuthDistribution, TokenServer
 from tests.support.servers import require_tool
 
+# Real engines, kill -9 loops or whole benchmark runs: not in the fast lane (make test-fast).
+pytestmark = pytest.mark.slow
+
 USERS = {"ci": "s3cret-pass"}
 
 

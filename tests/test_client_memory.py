@@ -14,9 +14,13 @@ import uuid
 from pathlib import Path
 
 import psutil
+import pytest
 
 from tests.support.cli import CargoholdCLI
 from tests.support.servers import Cargohold
+
+# Real engines, kill -9 loops or whole benchmark runs: not in the fast lane (make test-fast).
+pytestmark = pytest.mark.slow
 
 MiB = 1024 * 1024
 

@@ -17,6 +17,9 @@ from tests.support.clients import build_umoci_image, layout_blob, layout_digest
 from tests.support.proxies import CuttingProxy
 from tests.support.servers import Cargohold
 
+# Real engines, kill -9 loops or whole benchmark runs: not in the fast lane (make test-fast).
+pytestmark = pytest.mark.slow
+
 MiB = 1024 * 1024
 LAYER = 6 * MiB
 CHUNK = 2 * MiB

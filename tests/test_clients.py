@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import oras.client
 import oras.oci
+import pytest
 from dxf import DXF
 
 from tests.support.clients import (
@@ -36,6 +37,9 @@ from tests.support.clients import (
     static_busybox,
 )
 from tests.support.servers import Cargohold, Distribution, ServerProcess
+
+# Real engines, kill -9 loops or whole benchmark runs: not in the fast lane (make test-fast).
+pytestmark = pytest.mark.slow
 
 DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 OCI_EMPTY = "application/vnd.oci.empty.v1+json"

@@ -10,9 +10,13 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.support.servers import Cargohold
 from tests.support.store import assert_store_consistent
+
+# Real engines, kill -9 loops or whole benchmark runs: not in the fast lane (make test-fast).
+pytestmark = pytest.mark.slow
 
 SIZE = 200 * 1024 * 1024
 CHUNK = 1 << 20

@@ -41,6 +41,10 @@ from pathlib import Path
 from cargohold.lifecycle.gc import collect_garbage
 from cargohold.storage.blobstore import FilesystemBlobStore
 from cargohold.storage.metadata import SQLiteMetadataStore
+import pytest
+
+# Real engines, kill -9 loops or whole benchmark runs: not in the fast lane (make test-fast).
+pytestmark = pytest.mark.slow
 data = Path(sys.argv[1])
 meta, store = SQLiteMetadataStore(data / "metadata.sqlite3"), FilesystemBlobStore(data)
 while True:

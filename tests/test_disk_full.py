@@ -14,6 +14,9 @@ from tests.support.oci import error_code, push_blob, sha256, unique_repo, with_q
 from tests.support.servers import Cargohold
 from tests.support.store import assert_store_consistent
 
+# Real engines, kill -9 loops or whole benchmark runs: not in the fast lane (make test-fast).
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:

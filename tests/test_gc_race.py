@@ -16,6 +16,8 @@ import subprocess
 import sys
 from collections.abc import Callable
 
+import pytest
+
 from tests.support.clients import ContainersTools
 from tests.support.race import (
     RaceTarget,
@@ -28,6 +30,9 @@ from tests.support.race import (
 )
 from tests.support.servers import Cargohold, require_tool
 from tests.support.store import assert_store_consistent
+
+# Real engines, kill -9 loops or whole benchmark runs: not in the fast lane (make test-fast).
+pytestmark = pytest.mark.slow
 
 IMAGES = 200
 GRACE = "1s"

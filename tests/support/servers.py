@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -17,6 +18,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+_SERVING = re.compile(r"registry on https?://127\.0\.0\.1:(\d+)/v2/")
 
 
 def serve_in_background(server: ThreadingHTTPServer) -> ThreadingHTTPServer:
@@ -80,6 +83,7 @@ class ServerProcess(abc.ABC):
         return dict(os.environ)
 
     def start(self) -> ServerProcess:
+        logged = self.log.stat().st_size if self.log.exists() else 0
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
                 self.command(),
@@ -89,8 +93,13 @@ class ServerProcess(abc.ABC):
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group, so kill() takes its workers too
             )
+        self.learn_port(logged)
         wait_for_http(self.url + "/v2/", self.process, self.log)
         return self
+
+    def learn_port(self, logged: int) -> None:  # noqa: B027 (most servers get their port from the test)
+        """Servers that bind a port of the system's choosing find it out here, from their log
+        past `logged` bytes."""
 
     def kill(self) -> None:
         """SIGKILL to the server and its worker processes, as a crash (or the OOM killer) would."""
@@ -129,15 +138,34 @@ class Cargohold(ServerProcess):
         tls: bool = False,
     ) -> None:
         super().__init__(workdir)
-        if port is not None:
-            self.port, self.host = port, f"127.0.0.1:{port}"
-        self.url = f"{'https' if tls else 'http'}://{self.host}"
+        # Port 0 unless told: the server binds one of the system's choosing and says which, so
+        # no other process can take it between a test picking it and the server binding it.
+        self.port = port or 0
+        self.host = f"127.0.0.1:{self.port}"
+        self.scheme = "https" if tls else "http"
+        self.url = f"{self.scheme}://{self.host}"
         self.data = workdir / "data"
         self.ca = self.data / "tls" / "ca.crt"
         self.extra_env = {"CARGOHOLD_AUTH": "on" if auth else "off"}
         if tls:
             self.extra_env["CARGOHOLD_TLS_DEV"] = "true"
         self.extra_env.update(extra_env or {})
+
+    def learn_port(self, logged: int, timeout: float = 20) -> None:
+        if self.port:  # known: given, or learnt at the first start (a restart keeps it)
+            return
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = _SERVING.search(self.log.read_bytes()[logged:].decode(errors="replace"))
+            if found:
+                self.port = int(found[1])
+                self.host = f"127.0.0.1:{self.port}"
+                self.url = f"{self.scheme}://{self.host}"
+                return
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(f"cargohold exited with {self.process.returncode}:\n{self.log_text()[-3000:]}")
+            time.sleep(0.01)
+        raise RuntimeError(f"cargohold did not say which port it serves within {timeout}s")
 
     def admin_password(self) -> str:
         return (self.data / "initial-admin-password").read_text().strip()

@@ -94,6 +94,9 @@ def serve(
         listener = listen_on(config.host, config.port, LISTEN_BACKLOG if config.workers == 1 else None)
     except ListenError as err:
         raise click.ClickException(str(err)) from None
+    port = listener.getsockname()[1]
+    if port != config.port:  # port 0: the system chose one, and everything after must use it
+        config.listen = f"{config.listen.rsplit(':', 1)[0]}:{port}"
     from ..server import serve as run_server
 
     scheme = "https" if config.tls_cert or config.tls_dev else "http"
