@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from cargohold.auth.scopes import Grant, Scope, ScopeError, intersect
-from cargohold.auth.service import Identity
+from cargohold.auth.service import Authority, Identity
 from cargohold.auth.store import Principal
+from cargohold.config import load_config
+from cargohold.storage.events import Actor
 
 
 def scope(text: str) -> Scope:
@@ -83,3 +87,25 @@ def test_intersection_never_grants_outside_the_grants(texts: list[str], admin: b
     for granted in intersect(asked, grants, admin=False):
         assert granted.type == "repository" and granted.name.startswith("team/")
         assert granted.actions == frozenset({"pull"})
+
+
+def test_a_credential_change_commits_with_its_audit_event(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """If its audit event cannot be written, a new robot is not there at all: no principal, no
+    grant, no secret (storage/events.py: a change and its event share one transaction)."""
+    authority = Authority.open(load_config(environ={}, data=tmp_path))
+    try:
+        ctx = Actor("test")
+        authority.create_robot(ctx, "kept", (Grant.parse("team/*:pull"),), None)
+
+        def refuse(*args: object, **kwargs: object) -> None:
+            raise RuntimeError("the audit trail is unwritable")
+
+        monkeypatch.setattr(authority.store, "record", refuse)
+        with pytest.raises(RuntimeError):
+            authority.create_robot(ctx, "lost", (Grant.parse("team/*:push"),), None)
+        monkeypatch.undo()
+        assert [p.name for p in authority.store.principals()] == ["kept"]
+        assert authority.store.policies("robot:lost") == []
+        assert [e.target for e in authority.store.events(action="robot.")] == ["kept"]
+    finally:
+        authority.close()

@@ -227,26 +227,29 @@ class Authority:
         self, ctx: Actor, name: str, password: str, *, admin: bool = False, groups: tuple[str, ...] = ()
     ) -> Principal:
         _check_password(password)
-        principal = self.store.add_principal(
-            name, "user", password_hash=cred.hash_password(password), admin=admin, groups=groups
-        )
-        self.audit(ctx, "user.create", name, detail=("admin " if admin else "") + ",".join(groups))
+        password_hash = cred.hash_password(password)  # slow: before the write lock, not under it
+        with self.store.change():
+            principal = self.store.add_principal(name, "user", password_hash=password_hash, admin=admin, groups=groups)
+            self.audit(ctx, "user.create", name, detail=("admin " if admin else "") + ",".join(groups))
         return principal
 
     def set_password(self, ctx: Actor, name: str, password: str) -> None:
         _check_password(password)
-        self.store.set_password(name, cred.hash_password(password))
-        principal = self.store.principal(name, "user")
-        assert principal is not None
-        # A new password ends the sessions the old one started.
-        self.store.revoke_credentials_of(principal, ("refresh",))
+        password_hash = cred.hash_password(password)
+        with self.store.change():
+            self.store.set_password(name, password_hash)
+            principal = self.store.principal(name, "user")
+            assert principal is not None
+            # A new password ends the sessions the old one started.
+            self.store.revoke_credentials_of(principal, ("refresh",))
+            self.audit(ctx, "user.password", name)
         self._logins.clear()
-        self.audit(ctx, "user.password", name)
 
     def remove_principal(self, ctx: Actor, name: str, kind: str) -> None:
-        self.store.remove_principal(name, kind)
+        with self.store.change():
+            self.store.remove_principal(name, kind)
+            self.audit(ctx, f"{kind}.delete", name)
         self._logins.clear()
-        self.audit(ctx, f"{kind}.delete", name)
 
     def create_robot(
         self, ctx: Actor, name: str, grants: tuple[Grant, ...], expires: float | None, description: str = ""
@@ -254,12 +257,13 @@ class Authority:
         """A robot with its grants and its one secret, shown only now."""
         if not grants:
             raise AuthStoreError("a robot needs at least one --scope; it can do nothing otherwise")
-        principal = self.store.add_principal(name, "robot", expires=expires, description=description)
-        for grant in grants:
-            self.store.add_policy(principal.subject, grant)
         secret = cred.new_secret(cred.ROBOT_PREFIX)
-        self.store.add_credential(principal, "robot", "secret", cred.secret_digest(secret), expires=expires)
-        self.audit(ctx, "robot.create", name, detail=" ".join(str(g) for g in grants))
+        with self.store.change():  # a robot is whole (grants, secret, audit event) or not there
+            principal = self.store.add_principal(name, "robot", expires=expires, description=description)
+            for grant in grants:
+                self.store.add_policy(principal.subject, grant)
+            self.store.add_credential(principal, "robot", "secret", cred.secret_digest(secret), expires=expires)
+            self.audit(ctx, "robot.create", name, detail=" ".join(str(g) for g in grants))
         return principal, secret
 
     def create_token(
@@ -269,22 +273,27 @@ class Authority:
         if principal is None:
             raise AuthStoreError(f"there is no user named {owner!r}")
         secret = cred.new_secret(cred.TOKEN_PREFIX)
-        self.store.add_credential(principal, "token", name, cred.secret_digest(secret), grants=grants, expires=expires)
-        self.audit(ctx, "token.create", f"{owner}/{name}")
+        digest = cred.secret_digest(secret)
+        with self.store.change():
+            self.store.add_credential(principal, "token", name, digest, grants=grants, expires=expires)
+            self.audit(ctx, "token.create", f"{owner}/{name}")
         return secret
 
     def revoke(self, ctx: Actor, credential_id: int, owner: str | None = None) -> None:
-        revoked = self.store.revoke_credential(credential_id, owner)
+        with self.store.change():
+            revoked = self.store.revoke_credential(credential_id, owner)
+            self.audit(ctx, f"{revoked.kind}.revoke", f"{revoked.principal}/{revoked.name}")
         self._logins.clear()
-        self.audit(ctx, f"{revoked.kind}.revoke", f"{revoked.principal}/{revoked.name}")
 
     def add_policy(self, ctx: Actor, subject: str, grant: Grant) -> None:
-        self.store.add_policy(subject, grant)
-        self.audit(ctx, "policy.set", subject, detail=str(grant))
+        with self.store.change():
+            self.store.add_policy(subject, grant)
+            self.audit(ctx, "policy.set", subject, detail=str(grant))
 
     def remove_policy(self, ctx: Actor, policy_id: int) -> None:
-        self.store.remove_policy(policy_id)
-        self.audit(ctx, "policy.delete", str(policy_id))
+        with self.store.change():
+            self.store.remove_policy(policy_id)
+            self.audit(ctx, "policy.delete", str(policy_id))
 
     def rotate_keys(self, ctx: Actor) -> str:
         kid = self.keys.rotate()

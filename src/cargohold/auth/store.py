@@ -154,6 +154,10 @@ class AuthStore:
     def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
         return write_transaction(self._db)
 
+    def change(self) -> AbstractContextManager[sqlite3.Connection]:
+        """One transaction around several calls: a change and its audit event commit together."""
+        return self._tx()
+
     # --- principals ------------------------------------------------------------------------------------------------
 
     def add_principal(
@@ -223,16 +227,6 @@ class AuthStore:
             if (
                 db.execute(
                     "UPDATE principal SET password_hash = ? WHERE name = ? AND kind = 'user'", (password_hash, name)
-                ).rowcount
-                == 0
-            ):
-                raise AuthStoreError(f"there is no user named {name!r}")
-
-    def set_admin(self, name: str, admin: bool) -> None:
-        with self._tx() as db:
-            if (
-                db.execute(
-                    "UPDATE principal SET admin = ? WHERE name = ? AND kind = 'user'", (int(admin), name)
                 ).rowcount
                 == 0
             ):

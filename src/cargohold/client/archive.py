@@ -20,7 +20,7 @@ from typing import Any
 
 from ..oci import mediatypes as mt
 from ..oci.digest import Digest
-from .errors import ClientError, IntegrityError, NotFoundError
+from .errors import ClientError, NotFoundError
 from .layout import OCILayout
 
 OCI_LAYER_TAR = "application/vnd.oci.image.layer.v1.tar"
@@ -205,8 +205,3 @@ def write_docker_archive(layout: OCILayout, manifest_digest: str, target: Path, 
         with contextlib.suppress(OSError):
             os.unlink(temp)
         raise
-
-
-def verify_member_size(archive: DockerArchive, member: Member) -> None:
-    if member.offset + member.size > archive.file_size:
-        raise IntegrityError(f"{archive.path} is truncated in {member.name}")

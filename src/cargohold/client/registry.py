@@ -261,16 +261,6 @@ class RegistryClient:
             media_type = media_type_of(payload) or media_type
         return payload, media_type, digest
 
-    async def head_manifest(self, repo: str, reference: str) -> str | None:
-        """The digest of a manifest if it exists, else None."""
-        response = await self.request(
-            "HEAD", f"/v2/{repo}/manifests/{reference}", scopes=[pull_scope(repo)], headers={"accept": MANIFEST_ACCEPT}
-        )
-        if response.status_code == 404:
-            return None
-        check(response, f"HEAD manifest {self.host}/{repo}:{reference}")
-        return response.headers.get("docker-content-digest") or (reference if ":" in reference else None)
-
     async def put_manifest(self, repo: str, reference: str, payload: bytes, media_type: str) -> str:
         response = await self.request(
             "PUT",
@@ -361,24 +351,6 @@ class RegistryClient:
             return None
         check(response, f"HEAD blob {self.host}/{repo}@{digest}")
         return int(response.headers.get("content-length", "0"))
-
-    async def get_blob_bytes(self, repo: str, digest: str, limit: int = 16 * 1024 * 1024) -> bytes:
-        """A small blob (a config) in memory, verified."""
-        response = await self.request("GET", f"/v2/{repo}/blobs/{digest}", scopes=[pull_scope(repo)], stream=True)
-        try:
-            if response.status_code == 404:
-                raise NotFoundError(f"{self.host}/{repo}: blob {digest} not found")
-            check(response, f"GET blob {self.host}/{repo}@{digest}")
-            data = bytearray()
-            async for piece in response.aiter_raw():
-                data += piece
-                if len(data) > limit:
-                    raise ClientError(f"{self.host}/{repo}: blob {digest} is larger than {limit} bytes")
-        finally:
-            await response.aclose()
-        if str(Digest.of(bytes(data), digest.split(":", 1)[0])) != digest:
-            raise IntegrityError(f"{self.host} sent bytes for blob {digest} that do not match that digest")
-        return bytes(data)
 
     async def stream_blob(self, repo: str, digest: str, offset: int = 0) -> AsyncGenerator[bytes, None]:
         """The blob's bytes from `offset` on (a Range request; a server ignoring it is handled)."""

@@ -572,10 +572,3 @@ class SQLiteMetadataStore:
             sql += " AND artifact_type = ?"
             params.append(artifact_type)
         return [Referrer(*row) for row in self._db.execute(sql + " ORDER BY created, digest", params)]
-
-    def tag_history(self, repo: str, tag: str) -> list[tuple[str | None, str | None, float]]:
-        return list(
-            self._db.execute(
-                "SELECT old_digest, new_digest, at FROM tag_event WHERE repo = ? AND name = ? ORDER BY id", (repo, tag)
-            )
-        )

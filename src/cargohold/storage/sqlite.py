@@ -22,6 +22,11 @@ def connect(path: Path, schema: str) -> sqlite3.Connection:
 
 @contextmanager
 def write_transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """One write transaction; inside another write transaction of the same connection, part of
+    that one (which commits or rolls back the whole). Never open it inside a read transaction."""
+    if db.in_transaction:
+        yield db
+        return
     # IMMEDIATE takes the write lock up front, so two writers never deadlock on upgrade.
     db.execute("BEGIN IMMEDIATE")
     try:
