@@ -72,13 +72,16 @@ def exchange(
     half-close the socket, and read the answer until the server closes or `timeout` passes."""
     started = time.monotonic()
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-        sock.sendall(head.encode("latin-1") if isinstance(head, str) else head)
-        for part in body_parts:
-            if pause:
-                time.sleep(pause)
-            sock.sendall(part)
-        if half_close:
-            sock.shutdown(socket.SHUT_WR)
+        try:
+            sock.sendall(head.encode("latin-1") if isinstance(head, str) else head)
+            for part in body_parts:
+                if pause:
+                    time.sleep(pause)
+                sock.sendall(part)
+            if half_close:
+                sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass  # the server answered (and closed) before the whole request was sent: read its answer
         received = b""
         closed = False
         try:

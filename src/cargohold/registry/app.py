@@ -18,18 +18,18 @@ from ..config import Config, load_config
 from ..lifecycle.gc import collect_garbage
 from ..lifecycle.retention import apply_retention
 from ..lifecycle.uploads import expire_uploads
-from ..oci.errors import ErrorCode, RegistryError
+from ..oci.errors import RegistryError
 from ..oci.names import validate_name
 from ..oci.rules import parse_rules, protecting_rule
 from ..storage.blobstore import FilesystemBlobStore, StorageFullError
 from ..storage.events import Actor
 from ..storage.metadata import ImmutableRule, SQLiteMetadataStore
-from . import admin_api, blobs, manifests, token_endpoint, uploads
+from . import admin_api, token_endpoint, uploads
 from .access import OPEN, Gate, actor_of
 from .accesslog import AccessLog
 from .bodysink import BodyStreams, WriteBudget
+from .endpoints import operation
 from .http import IncompleteBody, Receive, Request, Responder, Scope, Send
-from .pagination import page
 from .routes import match
 
 log = logging.getLogger("cargohold.registry")
@@ -204,70 +204,10 @@ class Registry:
             raise RegistryError.plain(404, f"no such endpoint: {request.path[:200]}")
         if route.name:
             validate_name(route.name)  # before the gate, which names the repository in challenges and audit
+        op = operation(route, request.method)
         if self.gate is not None:
-            request.caller = self.gate.admit(request, route)
-        method = request.method
-        if route.endpoint == "base":
-            self._allow(method, "GET", "HEAD")
-            await res.json(200, {}) if method == "GET" else await res.empty(200)
-            return
-        if route.endpoint == "catalog":
-            self._allow(method, "GET")
-            names, headers = page(request, self.meta.list_repositories)
-            await res.json(200, {"repositories": names}, headers)
-            return
-        name = route.name
-        if route.endpoint == "manifest":
-            if method in ("GET", "HEAD"):
-                await manifests.get(self, request, res, name, route.arg, head=method == "HEAD")
-            elif method == "PUT":
-                await manifests.put(self, request, res, name, route.arg)
-            elif method == "DELETE":
-                await manifests.delete(self, request, res, name, route.arg)
-            else:
-                self._allow(method, "GET", "HEAD", "PUT", "DELETE")
-        elif route.endpoint == "blob":
-            if method in ("GET", "HEAD"):
-                await blobs.get(self, request, res, name, route.arg, head=method == "HEAD")
-            elif method == "DELETE":
-                await blobs.delete(self, request, res, name, route.arg)
-            else:
-                self._allow(method, "GET", "HEAD", "DELETE")
-        elif route.endpoint == "upload":
-            await self._upload(request, res, name, route.arg)
-        elif route.endpoint == "tags":
-            self._allow(method, "GET")
-            await manifests.tags(self, request, res, name)
-        elif route.endpoint == "referrers":
-            self._allow(method, "GET")
-            await manifests.referrers(self, request, res, name, route.arg)
-
-    async def _upload(self, request: Request, res: Responder, name: str, upload_id: str) -> None:
-        method = request.method
-        if not upload_id:
-            self._allow(method, "POST")
-            await uploads.start(self, request, res, name)
-            return
-        handlers = {
-            "PATCH": uploads.patch,
-            "PUT": uploads.finish,
-            "GET": uploads.status,
-            "DELETE": uploads.cancel,
-        }
-        handler = handlers.get(method)
-        if handler is None:
-            self._allow(method, *handlers)
-        else:
-            await handler(self, request, res, name, upload_id)
-
-    @staticmethod
-    def _allow(method: str, *allowed: str) -> None:
-        if method not in allowed:
-            raise RegistryError(
-                ErrorCode.UNSUPPORTED,
-                f"method {method} is not allowed here; use {', '.join(allowed)}",
-                headers={"allow": ", ".join(allowed)},
-            )
+            request.caller = self.gate.admit(request, route, op.action)
+        await op.handler(self, request, res, route)
 
 
 def request_id(offered: str | None) -> str:

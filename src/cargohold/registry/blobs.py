@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from ..oci.digest import Digest
 from ..oci.errors import ErrorCode, RegistryError
 from .http import Request, Responder
+from .routes import Route
 
 if TYPE_CHECKING:
     from .app import Registry
@@ -42,8 +43,8 @@ def parse_range(header: str, size: int) -> tuple[int, int]:
     return start, end - start + 1
 
 
-async def get(registry: Registry, request: Request, res: Responder, name: str, reference: str, head: bool) -> None:
-    digest = Digest.parse(reference)
+async def get(registry: Registry, request: Request, res: Responder, route: Route) -> None:
+    name, digest = route.name, Digest.parse(route.arg)
     # A blob someone reads may be about to be referenced: keep it out of garbage collection.
     size = registry.meta.blob_size(name, str(digest), refresh_before=time.time() - registry.config.gc_grace / 2)
     if size is None:
@@ -69,14 +70,14 @@ async def get(registry: Registry, request: Request, res: Responder, name: str, r
         headers["content-range"] = f"bytes {offset}-{offset + length - 1}/{size}"
     headers["content-length"] = str(length)
     await res.start(status, headers)
-    if head:
+    if request.method == "HEAD":
         await res.body(b"")
         return
     await res.file(str(path), offset, length)
 
 
-async def delete(registry: Registry, request: Request, res: Responder, name: str, reference: str) -> None:
-    digest = Digest.parse(reference)
+async def delete(registry: Registry, request: Request, res: Responder, route: Route) -> None:
+    name, digest = route.name, Digest.parse(route.arg)
     if not registry.meta.unlink_blob(name, str(digest), registry.actor(request)):
         raise RegistryError(ErrorCode.BLOB_UNKNOWN, f"blob {digest} is not in {name}")
     await res.empty(202, {"docker-content-digest": str(digest)})

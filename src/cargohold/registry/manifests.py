@@ -20,6 +20,7 @@ from ..storage.metadata import (
 from .http import Request, Responder
 from .pagination import page
 from .quota import quota_refusal
+from .routes import Route
 
 if TYPE_CHECKING:
     from .app import Registry
@@ -39,7 +40,8 @@ def _lookup(registry: Registry, name: str, reference: str) -> StoredManifest:
     return stored
 
 
-async def get(registry: Registry, request: Request, res: Responder, name: str, reference: str, head: bool) -> None:
+async def get(registry: Registry, request: Request, res: Responder, route: Route) -> None:
+    name, reference = route.name, route.arg
     stored = _lookup(registry, name, reference)
     accept = request.headers.get("accept")
     if accept is not None and not accepts(accept, stored.media_type):
@@ -54,10 +56,11 @@ async def get(registry: Registry, request: Request, res: Responder, name: str, r
         "etag": f'"{stored.digest}"',
     }
     await res.start(200, headers)
-    await res.body(b"" if head else stored.payload)
+    await res.body(b"" if request.method == "HEAD" else stored.payload)
 
 
-async def put(registry: Registry, request: Request, res: Responder, name: str, reference: str) -> None:
+async def put(registry: Registry, request: Request, res: Responder, route: Route) -> None:
+    name, reference = route.name, route.arg
     by_digest = looks_like_digest(reference)
     expected = Digest.parse(reference) if by_digest else None
     tag = None if by_digest else validate_tag(reference)
@@ -105,7 +108,8 @@ def _immutable(name: str, err: ImmutableTagError) -> RegistryError:
     )
 
 
-async def delete(registry: Registry, request: Request, res: Responder, name: str, reference: str) -> None:
+async def delete(registry: Registry, request: Request, res: Responder, route: Route) -> None:
+    name, reference = route.name, route.arg
     immutable = registry.immutable_rule(name)
     try:
         if looks_like_digest(reference):
@@ -125,8 +129,8 @@ async def delete(registry: Registry, request: Request, res: Responder, name: str
     await res.empty(202)
 
 
-async def referrers(registry: Registry, request: Request, res: Responder, name: str, reference: str) -> None:
-    subject = Digest.parse(reference)
+async def referrers(registry: Registry, request: Request, res: Responder, route: Route) -> None:
+    name, subject = route.name, Digest.parse(route.arg)
     artifact_type = request.query("artifactType") or None
     descriptors = []
     for found in registry.meta.referrers(name, str(subject), artifact_type):
@@ -143,7 +147,8 @@ async def referrers(registry: Registry, request: Request, res: Responder, name: 
     await res.json(200, {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": descriptors}, headers)
 
 
-async def tags(registry: Registry, request: Request, res: Responder, name: str) -> None:
+async def tags(registry: Registry, request: Request, res: Responder, route: Route) -> None:
+    name = route.name
     if not registry.meta.repository_exists(name):
         raise RegistryError(ErrorCode.NAME_UNKNOWN, f"repository {name} is not known to this registry")
     names, headers = page(request, lambda n, last: registry.meta.list_tags(name, n, last))

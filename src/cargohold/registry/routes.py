@@ -17,6 +17,11 @@ _REPOSITORY_ENDPOINT = re.compile(
 )
 
 
+# Actions a route may need beyond pull, push and delete on its repository.
+LOGIN = "login"  # any authenticated caller (the `/v2/` check that clients log in with)
+CATALOG = "catalog"  # whoever may list the catalog
+
+
 @dataclass(frozen=True, slots=True)
 class Route:
     endpoint: str
@@ -36,7 +41,7 @@ def match(path: str) -> Route | None:
     if found["kind"]:
         return Route("manifest" if found["kind"] == "manifests" else "referrers", name, found["ref"])
     if found["upload"] is not None:
-        return Route("upload", name, found["upload"])
+        return Route("upload", name, found["upload"]) if found["upload"] else Route("uploads", name)
     if found["blob"]:
         return Route("blob", name, found["blob"])
     return Route("tags", name)

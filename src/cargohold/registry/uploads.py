@@ -26,6 +26,7 @@ from ..storage.metadata import QuotaExceededError
 from .bodysink import sink
 from .http import IncompleteBody, Request, Responder
 from .quota import quota_refusal
+from .routes import Route
 
 if TYPE_CHECKING:
     from .app import Registry
@@ -285,8 +286,9 @@ def _check_content_range(request: Request, name: str, upload_id: str, size: int)
         )
 
 
-async def start(registry: Registry, request: Request, res: Responder, name: str) -> None:
+async def start(registry: Registry, request: Request, res: Responder, route: Route) -> None:
     """POST /v2/<name>/blobs/uploads/ — mount, monolithic upload, or a new session."""
+    name = route.name
     mount = request.query("mount")
     source = request.query("from")
     if mount is not None and source:
@@ -328,8 +330,9 @@ async def start(registry: Registry, request: Request, res: Responder, name: str)
     await res.empty(202, headers)
 
 
-async def patch(registry: Registry, request: Request, res: Responder, name: str, upload_id: str) -> None:
+async def patch(registry: Registry, request: Request, res: Responder, route: Route) -> None:
     """PATCH — append one chunk, which must start where the session ends."""
+    name, upload_id = route.name, route.arg
     async with _locked(registry, name, upload_id) as writer:
         _check_content_range(request, name, upload_id, writer.size)
         hasher = await _receive(registry, request, upload_id, writer)
@@ -338,8 +341,9 @@ async def patch(registry: Registry, request: Request, res: Responder, name: str,
     await res.empty(202, _progress_headers(name, upload_id, size))
 
 
-async def finish(registry: Registry, request: Request, res: Responder, name: str, upload_id: str) -> None:
+async def finish(registry: Registry, request: Request, res: Responder, route: Route) -> None:
     """PUT ?digest= — append an optional last chunk, verify, and store the blob."""
+    name, upload_id = route.name, route.arg
     raw_digest = request.query("digest")
     if raw_digest is None:
         _check_session(registry, name, upload_id)
@@ -352,13 +356,15 @@ async def finish(registry: Registry, request: Request, res: Responder, name: str
     await res.empty(201, _created_headers(name, digest))
 
 
-async def status(registry: Registry, request: Request, res: Responder, name: str, upload_id: str) -> None:
+async def status(registry: Registry, request: Request, res: Responder, route: Route) -> None:
+    name, upload_id = route.name, route.arg
     async with _locked(registry, name, upload_id) as writer:
         size = writer.size
     await res.empty(204, _progress_headers(name, upload_id, size))
 
 
-async def cancel(registry: Registry, request: Request, res: Responder, name: str, upload_id: str) -> None:
+async def cancel(registry: Registry, request: Request, res: Responder, route: Route) -> None:
+    name, upload_id = route.name, route.arg
     async with _locked(registry, name, upload_id) as writer:
         _discard(registry, upload_id, writer)
     await res.empty(204)
