@@ -1,23 +1,20 @@
-"""The registry ASGI application: dispatch, error mapping and the access log."""
+"""The registry ASGI application: dispatch, error mapping and the access log; the maintenance
+jobs it starts are `lifecycle.scheduler`'s."""
 
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import logging
 import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from ..auth.credentials import prepare_logins
 from ..auth.service import Authority
 from ..config import Config, load_config
-from ..lifecycle.gc import collect_garbage
-from ..lifecycle.retention import apply_retention
-from ..lifecycle.uploads import expire_uploads
+from ..lifecycle.scheduler import Maintenance
 from ..oci.errors import RegistryError
 from ..oci.names import validate_name
 from ..oci.rules import parse_rules, protecting_rule
@@ -35,8 +32,6 @@ from .routes import match
 log = logging.getLogger("cargohold.registry")
 # Received-but-unwritten upload bytes a process may hold, whatever the number of uploads.
 WRITE_BUDGET_BYTES = 8 << 20
-# Seconds after start before the maintenance jobs first run (sooner if their interval is shorter).
-FIRST_MAINTENANCE_DELAY = 5.0
 
 
 class Registry:
@@ -124,14 +119,7 @@ class Registry:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                jobs.append(asyncio.create_task(self._every(self.config.upload_sweep_interval, self._expire_uploads)))
-                if self.config.audit_retention > 0:
-                    sweep = self.config.upload_sweep_interval
-                    jobs.append(asyncio.create_task(self._every(sweep, self._prune_audit)))
-                if self.config.retention:
-                    jobs.append(asyncio.create_task(self._every(self.config.retention_interval, self._retain)))
-                if self.config.gc_interval > 0:
-                    jobs.append(asyncio.create_task(self._every(self.config.gc_interval, self._collect_garbage)))
+                jobs = Maintenance(self.config, self.blobs, self.immutable_tags, self.pool).start()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 for job in jobs:
@@ -141,56 +129,6 @@ class Registry:
                 self.authority.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
-
-    async def _every(self, interval: float, job: Callable[[SQLiteMetadataStore], None]) -> None:
-        """Run a maintenance job now and then in a worker thread, with a database connection of
-        its own (a connection's transactions must not interleave with the event loop's).
-
-        Every worker process schedules the job; a lock file lets one of them run it at a time,
-        so N workers do not collect garbage N times over.
-        """
-        lock_path = self.config.data / f".{job.__name__.lstrip('_')}.lock"
-
-        def run() -> None:
-            with open(lock_path, "a") as lock:
-                try:
-                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    return  # another worker is running it right now
-                meta = SQLiteMetadataStore(self.config.database_path)
-                try:
-                    job(meta)
-                finally:
-                    meta.close()
-
-        loop = asyncio.get_running_loop()
-        # Not at the very start: a restarting registry first serves the clients waiting for it.
-        await asyncio.sleep(min(interval, FIRST_MAINTENANCE_DELAY))
-        while True:
-            try:
-                await loop.run_in_executor(self.pool, run)
-            except Exception:
-                log.exception("maintenance job %s failed", job.__name__)
-            await asyncio.sleep(interval)
-
-    def _expire_uploads(self, meta: SQLiteMetadataStore) -> None:
-        expired = expire_uploads(meta, self.blobs, self.config.upload_max_age)
-        if expired:
-            log.info("expired %d abandoned upload session(s)", len(expired))
-
-    def _prune_audit(self, meta: SQLiteMetadataStore) -> None:
-        pruned = meta.prune_audit(self.config.audit_retention)
-        if pruned:
-            log.info("pruned %d audit event(s) older than the audit retention", pruned)
-
-    def _retain(self, meta: SQLiteMetadataStore) -> None:
-        for repo, tags in apply_retention(meta, self.config.retention, self.immutable_tags).items():
-            log.info("retention deleted %d tag(s) of %s: %s", len(tags), repo, ", ".join(tags))
-
-    def _collect_garbage(self, meta: SQLiteMetadataStore) -> None:
-        report = collect_garbage(meta, self.blobs, self.config.gc_grace, untagged_age=self.config.gc_untagged_age)
-        if report.manifests or report.blobs or report.orphan_files:
-            log.info("garbage collection %s", report.summary())
 
     async def _dispatch(self, request: Request, res: Responder) -> None:
         route = match(request.path)

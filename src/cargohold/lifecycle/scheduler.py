@@ -1,0 +1,94 @@
+"""The maintenance a running server does on its own: upload expiry, audit pruning, retention
+and garbage collection, each every so often in a pool thread."""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import logging
+from collections.abc import Callable
+from concurrent.futures import Executor
+
+from ..config import Config
+from ..oci.rules import TagRule
+from ..storage.blobstore import FilesystemBlobStore
+from ..storage.metadata import SQLiteMetadataStore
+from .gc import collect_garbage
+from .retention import apply_retention
+from .uploads import expire_uploads
+
+log = logging.getLogger("cargohold.registry")
+# Seconds after start before the jobs first run (sooner if their interval is shorter): a
+# restarting registry first serves the clients waiting for it.
+FIRST_RUN_DELAY = 5.0
+
+Job = Callable[[SQLiteMetadataStore], None]
+
+
+class Maintenance:
+    """Schedules the jobs the config asks for. Every worker process schedules them; a lock file
+    per job lets one process run it at a time, so N workers do not collect garbage N times over."""
+
+    def __init__(
+        self, config: Config, blobs: FilesystemBlobStore, immutable_tags: tuple[TagRule, ...], pool: Executor
+    ) -> None:
+        self.config = config
+        self.blobs = blobs
+        self.immutable_tags = immutable_tags
+        self.pool = pool
+
+    def start(self) -> list[asyncio.Task[None]]:
+        config = self.config
+        jobs: list[tuple[float, Job]] = [(config.upload_sweep_interval, self.expire_uploads)]
+        if config.audit_retention > 0:
+            jobs.append((config.upload_sweep_interval, self.prune_audit))
+        if config.retention:
+            jobs.append((config.retention_interval, self.retain))
+        if config.gc_interval > 0:
+            jobs.append((config.gc_interval, self.collect_garbage))
+        return [asyncio.create_task(self._every(interval, job)) for interval, job in jobs]
+
+    async def _every(self, interval: float, job: Job) -> None:
+        """Run `job` now and then in a pool thread, with a database connection of its own (a
+        connection's transactions must not interleave with the event loop's)."""
+        lock_path = self.config.data / f".{job.__name__}.lock"
+
+        def run() -> None:
+            with open(lock_path, "a") as lock:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    return  # another worker is running it right now
+                meta = SQLiteMetadataStore(self.config.database_path)
+                try:
+                    job(meta)
+                finally:
+                    meta.close()
+
+        loop = asyncio.get_running_loop()
+        await asyncio.sleep(min(interval, FIRST_RUN_DELAY))
+        while True:
+            try:
+                await loop.run_in_executor(self.pool, run)
+            except Exception:
+                log.exception("maintenance job %s failed", job.__name__)
+            await asyncio.sleep(interval)
+
+    def expire_uploads(self, meta: SQLiteMetadataStore) -> None:
+        expired = expire_uploads(meta, self.blobs, self.config.upload_max_age)
+        if expired:
+            log.info("expired %d abandoned upload session(s)", len(expired))
+
+    def prune_audit(self, meta: SQLiteMetadataStore) -> None:
+        pruned = meta.prune_audit(self.config.audit_retention)
+        if pruned:
+            log.info("pruned %d audit event(s) older than the audit retention", pruned)
+
+    def retain(self, meta: SQLiteMetadataStore) -> None:
+        for repo, tags in apply_retention(meta, self.config.retention, self.immutable_tags).items():
+            log.info("retention deleted %d tag(s) of %s: %s", len(tags), repo, ", ".join(tags))
+
+    def collect_garbage(self, meta: SQLiteMetadataStore) -> None:
+        report = collect_garbage(meta, self.blobs, self.config.gc_grace, untagged_age=self.config.gc_untagged_age)
+        if report.manifests or report.blobs or report.orphan_files:
+            log.info("garbage collection %s", report.summary())
