@@ -27,7 +27,7 @@ import httpx
 from ..oci import mediatypes as mt
 from ..oci.digest import Digest
 from ..oci.errors import RegistryError
-from ..oci.manifest import normalise_content_type
+from ..oci.manifest import inferred_media_type, normalise_content_type, referrer_descriptor
 from .auth import Authenticator
 from .credentials import Credentials
 from .errors import AuthError, ClientError, ConnectionFailed, IntegrityError, NotFoundError
@@ -382,18 +382,6 @@ def _subject_of(payload: bytes) -> str | None:
     return subject.get("digest") if isinstance(subject, dict) else None
 
 
-def referrer_descriptor(payload: bytes, media_type: str, digest: str) -> dict[str, Any]:
-    """How a referrer is listed: its artifactType (else its config's media type) and annotations."""
-    document = json.loads(payload)
-    descriptor: dict[str, Any] = {"mediaType": media_type, "digest": digest, "size": len(payload)}
-    artifact_type = document.get("artifactType") or (document.get("config") or {}).get("mediaType")
-    if artifact_type:
-        descriptor["artifactType"] = artifact_type
-    if document.get("annotations"):
-        descriptor["annotations"] = document["annotations"]
-    return descriptor
-
-
 def check(response: httpx.Response, what: str) -> None:
     """Raise a one-line ClientError for any status that is not a success."""
     if response.status_code < 400:
@@ -404,19 +392,12 @@ def check(response: httpx.Response, what: str) -> None:
 
 
 def media_type_of(payload: bytes) -> str | None:
+    """A fetched manifest's type from its body, when its Content-Type says nothing useful."""
     try:
         document = json.loads(payload)
     except ValueError:
         return None
-    if not isinstance(document, dict):
-        return None
-    if isinstance(document.get("mediaType"), str):
-        return document["mediaType"]
-    if "manifests" in document:
-        return mt.OCI_INDEX
-    if "config" in document:
-        return mt.OCI_MANIFEST
-    return None
+    return inferred_media_type(document) if isinstance(document, dict) else None
 
 
 def verify_manifest_digest(payload: bytes, reference: str, header: str | None, host: str) -> str:

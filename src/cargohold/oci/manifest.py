@@ -6,6 +6,7 @@ A manifest is kept byte for byte as pushed; parsing only extracts the reference 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,12 +51,35 @@ class Manifest:
 
     @property
     def effective_artifact_type(self) -> str | None:
-        """The artifact type the referrers API reports: artifactType, else the config's type."""
-        if self.artifact_type:
-            return self.artifact_type
-        if self.config is not None:
-            return self.config.media_type
-        return None
+        """The artifact type the referrers API reports (`artifact_type_of`)."""
+        return self.artifact_type or (self.config.media_type if self.config is not None else None)
+
+
+def artifact_type_of(document: dict[str, Any]) -> str | None:
+    """The artifact type the referrers API reports for a manifest: its artifactType, else its
+    config's media type (image-spec, "Guidelines for Artifact Usage")."""
+    value = document.get("artifactType")
+    if isinstance(value, str) and value:
+        return value
+    config = document.get("config")
+    value = config.get("mediaType") if isinstance(config, dict) else None
+    return value if isinstance(value, str) and value else None
+
+
+def referrer_descriptor(payload: bytes, media_type: str, digest: str) -> dict[str, Any]:
+    """How the referrers API, and the fallback tag schema of registries without it, list a
+    manifest: its descriptor with its artifact type and annotations. Lenient, for manifests
+    stored elsewhere: what is not there is left out."""
+    document = json.loads(payload)
+    descriptor: dict[str, Any] = {"mediaType": media_type, "digest": digest, "size": len(payload)}
+    if not isinstance(document, dict):
+        return descriptor
+    artifact_type = artifact_type_of(document)
+    if artifact_type:
+        descriptor["artifactType"] = artifact_type
+    if document.get("annotations"):
+        descriptor["annotations"] = document["annotations"]
+    return descriptor
 
 
 def _invalid(message: str) -> RegistryError:
@@ -109,6 +133,17 @@ def _descriptor_list(document: dict[str, Any], key: str, required: bool) -> tupl
     return tuple(_descriptor(item, f"{key}[{i}]") for i, item in enumerate(value))
 
 
+def inferred_media_type(document: dict[str, Any]) -> str | None:
+    """A manifest's type from its body alone: its mediaType, else what its shape says."""
+    if isinstance(document.get("mediaType"), str) and document["mediaType"]:
+        return str(document["mediaType"])
+    if "manifests" in document:
+        return mt.OCI_INDEX
+    if "config" in document:
+        return mt.OCI_MANIFEST
+    return None
+
+
 def _declared_type(document: dict[str, Any], content_type: str | None) -> str:
     header = normalise_content_type(content_type)
     body_type = document.get("mediaType")
@@ -120,14 +155,10 @@ def _declared_type(document: dict[str, Any], content_type: str | None) -> str:
         if body_type and body_type != header:
             raise _invalid(f"Content-Type {header!r} does not match the manifest's mediaType {body_type!r}")
         declared = header
-    elif body_type:
-        declared = body_type
-    elif "manifests" in document:
-        declared = mt.OCI_INDEX
-    elif "config" in document:
-        declared = mt.OCI_MANIFEST
     else:
-        raise _invalid("cannot tell the manifest's kind: send a Content-Type or a mediaType field")
+        declared = inferred_media_type(document) or ""
+        if not declared:
+            raise _invalid("cannot tell the manifest's kind: send a Content-Type or a mediaType field")
     if declared not in mt.MANIFEST_TYPES:
         raise _invalid(
             f"unsupported manifest media type {declared!r}; accepted: {', '.join(sorted(mt.MANIFEST_TYPES))}"

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING
 
 from ..oci import mediatypes as mt
 from ..oci.digest import Digest, looks_like_digest
 from ..oci.errors import ErrorCode, RegistryError
-from ..oci.manifest import accepts, parse_manifest
+from ..oci.manifest import accepts, parse_manifest, referrer_descriptor
 from ..oci.names import is_valid_tag, validate_tag
 from ..storage.metadata import (
     ImmutableTagError,
@@ -134,13 +133,7 @@ async def referrers(registry: Registry, request: Request, res: Responder, route:
     artifact_type = request.query("artifactType") or None
     descriptors = []
     for found in registry.meta.referrers(name, str(subject), artifact_type):
-        descriptor: dict[str, object] = {"mediaType": found.media_type, "digest": found.digest, "size": found.size}
-        if found.artifact_type:
-            descriptor["artifactType"] = found.artifact_type
-        annotations = json.loads(found.payload).get("annotations")
-        if annotations:
-            descriptor["annotations"] = annotations
-        descriptors.append(descriptor)
+        descriptors.append(referrer_descriptor(found.payload, found.media_type, found.digest))
     headers = {"content-type": mt.OCI_INDEX}
     if artifact_type is not None:
         headers["oci-filters-applied"] = "artifactType"
