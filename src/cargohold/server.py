@@ -32,12 +32,12 @@ class EarlyListeningServer(MPServer):
     On Linux granian lets each worker bind an SO_REUSEPORT socket of its own once it has
     loaded the app, so until then the port is closed and a client arriving while the registry
     restarts is refused (crane, for one, then gives up for good). With one worker the socket
-    is instead bound by `cargohold serve` first thing (`listener.listen_on`), without
-    SO_REUSEPORT, and inherited by the worker:
-    such clients wait in the kernel's backlog, and a second server started on the same port
-    fails instead of silently sharing its connections. With several workers each keeps its
-    own socket (the kernel balances connections between those, not between processes that
-    share one); the port is only checked to be free first, by binding without listening.
+    is instead bound and listening from the start of `cargohold serve` (`listener.listen_on`),
+    without SO_REUSEPORT, and inherited by the worker: such clients wait in the kernel's
+    backlog, and a second server started on the same port fails instead of silently sharing
+    its connections. With several workers each keeps its own socket (the kernel balances
+    connections between those, not between processes that share one); `serve` then only
+    binds, without listening, to prove the port free.
 
     This reaches into granian's socket handling (`_init_shared_socket`, `SocketHolder`),
     hence the pinned granian version; `tests/test_startup.py` checks both behaviours.
@@ -46,12 +46,13 @@ class EarlyListeningServer(MPServer):
     _listener: socket.socket | None = None
 
     def adopt(self, listener: socket.socket) -> None:
-        """Serve on `listener` (from `listener.listen_on`) if there is one worker; else let it go."""
-        if self.workers > 1:
-            listener.close()  # the port was free: granian's workers bind their own
+        """Serve on `listener` (from `listener.listen_on`) if it listens; a socket that was
+        only bound proved the port free, and granian's workers bind their own."""
+        if not listener.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+            listener.close()
             return
         self._listener = listener
-        # granian's stub omits SocketHolder's arguments (fd, is a unix socket, backlog), and its
+        # granian's type hints (_granian.pyi) omit SocketHolder's arguments (fd, is a unix socket, backlog); its
         # server declares these attributes as None.
         self._shd = SocketHolder(listener.fileno(), False, LISTEN_BACKLOG)  # type: ignore[call-arg,assignment]
         self._sfd = listener.fileno()  # type: ignore[assignment]

@@ -38,6 +38,7 @@ class Manifest:
     layers: tuple[Descriptor, ...] = ()
     children: tuple[Descriptor, ...] = ()
     annotations: dict[str, str] = field(default_factory=dict)
+    effective_artifact_type: str | None = None  # what the referrers API reports: `artifact_type_of`
 
     @property
     def is_index(self) -> bool:
@@ -48,11 +49,6 @@ class Manifest:
         """Blobs that must be in the repository for the manifest to be accepted."""
         layers = tuple(d for d in self.layers if d.media_type not in mt.NON_DISTRIBUTABLE_LAYERS)
         return ((self.config,) if self.config else ()) + layers
-
-    @property
-    def effective_artifact_type(self) -> str | None:
-        """The artifact type the referrers API reports (`artifact_type_of`)."""
-        return self.artifact_type or (self.config.media_type if self.config is not None else None)
 
 
 def artifact_type_of(document: dict[str, Any]) -> str | None:
@@ -194,6 +190,7 @@ def parse_manifest(payload: bytes, content_type: str | None = None) -> Manifest:
             subject,
             children=_descriptor_list(document, "manifests", required=True),
             annotations=annotations,
+            effective_artifact_type=artifact_type_of(document),
         )
     if "manifests" in document:
         raise _invalid(f"an image manifest ({media_type}) has config and layers, not manifests")
@@ -206,6 +203,7 @@ def parse_manifest(payload: bytes, content_type: str | None = None) -> Manifest:
         config=_descriptor(document["config"], "config"),
         layers=_descriptor_list(document, "layers", required=media_type == mt.DOCKER_MANIFEST),
         annotations=annotations,
+        effective_artifact_type=artifact_type_of(document),
     )
 
 

@@ -19,8 +19,7 @@ from ..auth.tokens import InvalidToken, VerifiedToken
 from ..oci.errors import ErrorCode, RegistryError
 from ..storage.events import Actor
 from .http import Request
-from .routes import CATALOG as CATALOG_ACTION
-from .routes import LOGIN, Route
+from .routes import LIST_CATALOG, LOGIN, Route
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +118,7 @@ class Gate:
             if caller.anonymous:
                 raise RegistryError(ErrorCode.UNAUTHORIZED, headers=self.challenge(request))
             return caller
-        if action == CATALOG_ACTION:
+        if action == LIST_CATALOG:
             if not caller.may_list_catalog():
                 self._refuse(request, caller, "registry:catalog:*", "registry:catalog", "list the catalog")
             return caller

@@ -12,7 +12,7 @@ from ..oci.errors import ErrorCode, RegistryError
 from . import blobs, manifests, uploads
 from .http import Request, Responder
 from .pagination import page
-from .routes import CATALOG, LOGIN, Route
+from .routes import LIST_CATALOG, LOGIN, Route
 
 if TYPE_CHECKING:
     from .app import Registry
@@ -23,7 +23,7 @@ Handler = Callable[["Registry", Request, Responder, Route], Awaitable[None]]
 @dataclass(frozen=True, slots=True)
 class Operation:
     handler: Handler
-    action: str  # pull, push or delete on the route's repository; or LOGIN, CATALOG
+    action: str  # pull, push or delete on the route's repository; or LOGIN, LIST_CATALOG
 
 
 async def _base(registry: Registry, request: Request, res: Responder, route: Route) -> None:
@@ -37,7 +37,7 @@ async def _catalog(registry: Registry, request: Request, res: Responder, route: 
 
 ENDPOINTS: dict[str, dict[str, Operation]] = {
     "base": {"GET": Operation(_base, LOGIN), "HEAD": Operation(_base, LOGIN)},
-    "catalog": {"GET": Operation(_catalog, CATALOG)},
+    "catalog": {"GET": Operation(_catalog, LIST_CATALOG)},
     "manifest": {
         "GET": Operation(manifests.get, "pull"),
         "HEAD": Operation(manifests.get, "pull"),

@@ -19,7 +19,7 @@ _REPOSITORY_ENDPOINT = re.compile(
 
 # Actions a route may need beyond pull, push and delete on its repository.
 LOGIN = "login"  # any authenticated caller (the `/v2/` check that clients log in with)
-CATALOG = "catalog"  # whoever may list the catalog
+LIST_CATALOG = "catalog"  # whoever may list the catalog
 
 
 @dataclass(frozen=True, slots=True)

@@ -89,7 +89,6 @@ async def _append(registry: Registry, request: Request, writer: UploadWriter, ha
     """
     start = writer.size
     expected = request.content_length()
-    _check_room(registry, expected)
     with registry.streams.streaming() as others:
         # Reading ahead speeds up a lone upload; when several stream at once the CPU is busy
         # anyway, and each chunk read ahead is one more held per connection.
@@ -175,6 +174,7 @@ async def _locked(registry: Registry, name: str, upload_id: str) -> AsyncIterato
 
 
 async def _receive(registry: Registry, request: Request, upload_id: str, writer: UploadWriter) -> hashlib._Hash:
+    _check_room(registry, request.content_length())  # before any work: re-hashing may take seconds
     start = writer.size
     hasher = registry.hashers.take(upload_id, start)
     if hasher is None:  # another process (or a previous life of this one) wrote the last bytes
