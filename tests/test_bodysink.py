@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from cargohold.registry.bodysink import BATCH_BYTES, STREAMING_SWITCH_INTERVAL, BodyStreams, WriteBudget, sink
 from cargohold.registry.http import IncompleteBody, Request
+from cargohold.services.bodysink import BATCH_BYTES, STREAMING_SWITCH_INTERVAL, BodyStreams, WriteBudget, sink
 from cargohold.storage.uploadfile import StorageFullError, UploadWriter
 
 

@@ -12,6 +12,10 @@ _TAG = re.compile(r"^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}\Z")
 MAX_NAME_LENGTH = 255
 
 
+def is_valid_name(name: str) -> bool:
+    return len(name) <= MAX_NAME_LENGTH and bool(_NAME.match(name))
+
+
 def validate_name(name: str) -> str:
     if len(name) > MAX_NAME_LENGTH:
         raise RegistryError(

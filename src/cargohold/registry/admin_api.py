@@ -12,27 +12,37 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..auth.scopes import ADMIN, Grant, ScopeError
+from ..auth.service import Authority
 from ..auth.store import AuthStoreError, Credential, Principal
 from ..config import expires_at, parse_duration
 from ..lifecycle.usage import delete_repository, usage_report
 from ..oci.errors import ErrorCode, RegistryError
 from ..oci.jsontext import JSONTextError, load_json
 from ..oci.names import validate_name
+from ..services import Services
 from ..storage.events import Actor
 from ..storage.metadata import ImmutableTagError
-from .access import actor_of
+from .access import Gate, actor_of
 from .http import Request, Responder
 from .openapi import openapi_document
 
-if TYPE_CHECKING:
-    from .app import Registry
-
 BODY_LIMIT = 64 * 1024
 PREFIX = "/api/v1"
-Handler = Callable[["Registry", Request, Actor, dict[str, str]], Awaitable[tuple[int, Any]]]
+
+
+@dataclass(frozen=True, slots=True)
+class Management:
+    """What the management API works on."""
+
+    services: Services
+    authority: Authority
+    gate: Gate | None  # None when auth is off
+
+
+Handler = Callable[[Management, Request, Actor, dict[str, str]], Awaitable[tuple[int, Any]]]
 
 
 @dataclass(frozen=True)
@@ -51,13 +61,13 @@ def route(
     method: str, pattern: str, body: dict[str, str] | None = None, status: int = 200
 ) -> Callable[[Handler], Handler]:
     def register(handler: Handler) -> Handler:
-        _ROUTES.append(ApiRoute(method, re.compile(f"^{PREFIX}{pattern}$"), handler, body, status))
+        _ROUTES.append(ApiRoute(method, re.compile(rf"^{PREFIX}{pattern}\Z"), handler, body, status))
         return handler
 
     return register
 
 
-async def serve(registry: Registry, request: Request, res: Responder) -> None:
+async def serve(api: Management, request: Request, res: Responder) -> None:
     if request.path == f"{PREFIX}/openapi.json" and request.method == "GET":
         await res.json(200, openapi_document(_ROUTES, PREFIX))  # public: it describes, it reveals nothing
         return
@@ -69,9 +79,9 @@ async def serve(registry: Registry, request: Request, res: Responder) -> None:
         methods.append(api_route.method)
         if api_route.method != request.method:
             continue
-        ctx = _admit(registry, request)
+        ctx = _admit(api, request)
         try:
-            status, document = await api_route.handler(registry, request, ctx, found.groupdict())
+            status, document = await api_route.handler(api, request, ctx, found.groupdict())
         except (AuthStoreError, ScopeError, ValueError) as err:
             raise RegistryError(ErrorCode.UNSUPPORTED, str(err), status=400) from None
         await res.json(status, document)
@@ -83,8 +93,8 @@ async def serve(registry: Registry, request: Request, res: Responder) -> None:
     raise RegistryError.plain(404, f"no such endpoint: {request.path[:200]}")
 
 
-def _admit(registry: Registry, request: Request) -> Actor:
-    gate = registry.gate
+def _admit(api: Management, request: Request) -> Actor:
+    gate = api.gate
     if gate is None:  # auth is off: the operator chose to trust everyone who reaches the port
         return actor_of(request, "anonymous")
     caller = gate.caller(request)
@@ -118,8 +128,8 @@ def _grants(values: Any) -> tuple[Grant, ...]:
     return tuple(Grant.parse(v) for v in values)
 
 
-def principal_json(principal: Principal, registry: Registry) -> dict[str, Any]:
-    grants = [str(p.grant) for p in registry.authority.store.policies(principal.subject)]
+def principal_json(principal: Principal, api: Management) -> dict[str, Any]:
+    grants = [str(p.grant) for p in api.authority.store.policies(principal.subject)]
     return {
         "name": principal.name,
         "kind": principal.kind,
@@ -147,13 +157,13 @@ def credential_json(credential: Credential) -> dict[str, Any]:
 
 
 @route("GET", "/users")
-async def list_users(registry: Registry, request: Request, ctx: Actor, _: dict[str, str]) -> tuple[int, Any]:
+async def list_users(api: Management, request: Request, ctx: Actor, _: dict[str, str]) -> tuple[int, Any]:
     """List users with their groups and scopes."""
-    return 200, [principal_json(p, registry) for p in registry.authority.store.principals("user")]
+    return 200, [principal_json(p, api) for p in api.authority.store.principals("user")]
 
 
 @route("POST", "/users", {"name": "string", "password": "string", "admin": "boolean", "groups": "array"}, 201)
-async def add_user(registry: Registry, request: Request, ctx: Actor, _: dict[str, str]) -> tuple[int, Any]:
+async def add_user(api: Management, request: Request, ctx: Actor, _: dict[str, str]) -> tuple[int, Any]:
     """Create a user."""
     body = await _body(request)
     groups = body.get("groups") or []
@@ -161,116 +171,116 @@ async def add_user(registry: Registry, request: Request, ctx: Actor, _: dict[str
         raise ValueError("give name and password")
     if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
         raise ValueError("groups must be a list of names")
-    principal = registry.authority.add_user(
+    principal = api.authority.add_user(
         ctx, body["name"], body["password"], admin=bool(body.get("admin")), groups=tuple(groups)
     )
-    return 201, principal_json(principal, registry)
+    return 201, principal_json(principal, api)
 
 
 @route("PUT", "/users/(?P<name>[^/]+)/password", {"password": "string"})
-async def set_password(registry: Registry, request: Request, ctx: Actor, args: dict[str, str]) -> tuple[int, Any]:
+async def set_password(api: Management, request: Request, ctx: Actor, args: dict[str, str]) -> tuple[int, Any]:
     """Set a user's password; their refresh tokens stop working."""
     body = await _body(request)
     if not isinstance(body.get("password"), str):
         raise ValueError("give password")
-    registry.authority.set_password(ctx, args["name"], body["password"])
+    api.authority.set_password(ctx, args["name"], body["password"])
     return 200, {"name": args["name"]}
 
 
 @route("DELETE", "/users/(?P<name>[^/]+)")
-async def remove_user(registry: Registry, request: Request, ctx: Actor, args: dict[str, str]) -> tuple[int, Any]:
+async def remove_user(api: Management, request: Request, ctx: Actor, args: dict[str, str]) -> tuple[int, Any]:
     """Delete a user with their policies and tokens."""
-    registry.authority.remove_principal(ctx, args["name"], "user")
+    api.authority.remove_principal(ctx, args["name"], "user")
     return 200, {"deleted": args["name"]}
 
 
 @route("GET", "/robots")
-async def list_robots(registry: Registry, request: Request, ctx: Actor, _: dict[str, str]) -> tuple[int, Any]:
+async def list_robots(api: Management, request: Request, ctx: Actor, _: dict[str, str]) -> tuple[int, Any]:
     """List robots with their scopes and expiry."""
-    return 200, [principal_json(p, registry) for p in registry.authority.store.principals("robot")]
+    return 200, [principal_json(p, api) for p in api.authority.store.principals("robot")]
 
 
 @route("POST", "/robots", {"name": "string", "scopes": "array", "expires": "string", "description": "string"}, 201)
-async def create_robot(registry: Registry, request: Request, ctx: Actor, _: dict[str, str]) -> tuple[int, Any]:
+async def create_robot(api: Management, request: Request, ctx: Actor, _: dict[str, str]) -> tuple[int, Any]:
     """Create a robot; the answer holds its secret, shown only here."""
     body = await _body(request)
     if not isinstance(body.get("name"), str):
         raise ValueError("give name")
-    principal, secret = registry.authority.create_robot(
+    principal, secret = api.authority.create_robot(
         ctx,
         body["name"],
         _grants(body.get("scopes")),
         expires_at(body.get("expires")),
         str(body.get("description", "")),
     )
-    return 201, {**principal_json(principal, registry), "secret": secret}
+    return 201, {**principal_json(principal, api), "secret": secret}
 
 
 @route("DELETE", "/robots/(?P<name>[^/]+)")
-async def remove_robot(registry: Registry, request: Request, ctx: Actor, args: dict[str, str]) -> tuple[int, Any]:
+async def remove_robot(api: Management, request: Request, ctx: Actor, args: dict[str, str]) -> tuple[int, Any]:
     """Delete a robot; its secret stops working at once."""
-    registry.authority.remove_principal(ctx, args["name"], "robot")
+    api.authority.remove_principal(ctx, args["name"], "robot")
     return 200, {"deleted": args["name"]}
 
 
 @route("GET", "/tokens")
-async def list_tokens(registry: Registry, request: Request, ctx: Actor, _: dict[str, str]) -> tuple[int, Any]:
+async def list_tokens(api: Management, request: Request, ctx: Actor, _: dict[str, str]) -> tuple[int, Any]:
     """List personal access tokens and robot secrets (never the secrets); ?user= narrows."""
-    return 200, [credential_json(c) for c in registry.authority.store.credentials(request.query("user"))]
+    return 200, [credential_json(c) for c in api.authority.store.credentials(request.query("user"))]
 
 
 @route("POST", "/tokens", {"user": "string", "name": "string", "expires": "string", "scopes": "array"}, 201)
-async def create_token(registry: Registry, request: Request, ctx: Actor, _: dict[str, str]) -> tuple[int, Any]:
+async def create_token(api: Management, request: Request, ctx: Actor, _: dict[str, str]) -> tuple[int, Any]:
     """Create a personal access token for a user; the answer holds it, shown only here."""
     body = await _body(request)
     if not isinstance(body.get("user"), str) or not isinstance(body.get("name"), str):
         raise ValueError("give user and name")
     scopes = body.get("scopes")
-    secret = registry.authority.create_token(
+    secret = api.authority.create_token(
         ctx, body["user"], body["name"], expires_at(body.get("expires")), None if scopes is None else _grants(scopes)
     )
     return 201, {"user": body["user"], "name": body["name"], "secret": secret}
 
 
 @route("DELETE", "/tokens/(?P<id>[0-9]{1,18})")
-async def revoke_token(registry: Registry, request: Request, ctx: Actor, args: dict[str, str]) -> tuple[int, Any]:
+async def revoke_token(api: Management, request: Request, ctx: Actor, args: dict[str, str]) -> tuple[int, Any]:
     """Revoke a token or robot secret."""
-    registry.authority.revoke(ctx, int(args["id"]))
+    api.authority.revoke(ctx, int(args["id"]))
     return 200, {"revoked": int(args["id"])}
 
 
 @route("GET", "/policies")
-async def list_policies(registry: Registry, request: Request, ctx: Actor, _: dict[str, str]) -> tuple[int, Any]:
+async def list_policies(api: Management, request: Request, ctx: Actor, _: dict[str, str]) -> tuple[int, Any]:
     """List policies."""
-    policies = registry.authority.store.policies()
+    policies = api.authority.store.policies()
     return 200, [{"id": p.id, "subject": p.subject, "scope": str(p.grant)} for p in policies]
 
 
 @route("POST", "/policies", {"subject": "string", "scope": "string"}, 201)
-async def add_policy(registry: Registry, request: Request, ctx: Actor, _: dict[str, str]) -> tuple[int, Any]:
+async def add_policy(api: Management, request: Request, ctx: Actor, _: dict[str, str]) -> tuple[int, Any]:
     """Allow a subject (user:, group:, robot:NAME, authenticated, anonymous) a scope."""
     body = await _body(request)
     if not isinstance(body.get("subject"), str) or not isinstance(body.get("scope"), str):
         raise ValueError("give subject (user:NAME, group:NAME, robot:NAME, anonymous, authenticated) and scope")
-    registry.authority.add_policy(ctx, body["subject"], Grant.parse(body["scope"]))
+    api.authority.add_policy(ctx, body["subject"], Grant.parse(body["scope"]))
     return 201, {"subject": body["subject"], "scope": body["scope"]}
 
 
 @route("DELETE", "/policies/(?P<id>[0-9]{1,18})")
-async def remove_policy(registry: Registry, request: Request, ctx: Actor, args: dict[str, str]) -> tuple[int, Any]:
+async def remove_policy(api: Management, request: Request, ctx: Actor, args: dict[str, str]) -> tuple[int, Any]:
     """Delete a policy."""
-    registry.authority.remove_policy(ctx, int(args["id"]))
+    api.authority.remove_policy(ctx, int(args["id"]))
     return 200, {"deleted": int(args["id"])}
 
 
 @route("GET", "/audit")
-async def audit(registry: Registry, request: Request, ctx: Actor, _: dict[str, str]) -> tuple[int, Any]:
+async def audit(api: Management, request: Request, ctx: Actor, _: dict[str, str]) -> tuple[int, Any]:
     """The audit trail, newest first; ?since=24h&actor=&action=&target=&limit= filter it."""
     since = request.query("since")
     limit = request.query("limit") or "100"
     if not limit.isdigit() or not 0 < int(limit) <= 10_000:
         raise ValueError("limit must be a number from 1 to 10000")
-    events = registry.authority.store.events(
+    events = api.authority.store.events(
         since=time.time() - parse_duration(since) if since else None,
         actor=request.query("actor"),
         action=request.query("action"),
@@ -281,17 +291,19 @@ async def audit(registry: Registry, request: Request, ctx: Actor, _: dict[str, s
 
 
 @route("GET", "/usage")
-async def usage(registry: Registry, request: Request, ctx: Actor, _: dict[str, str]) -> tuple[int, Any]:
+async def usage(api: Management, request: Request, ctx: Actor, _: dict[str, str]) -> tuple[int, Any]:
     """Bytes of unique stored blobs per repository and quota namespace, with limits."""
-    return 200, usage_report(registry.meta, registry.config.quotas)
+    return 200, usage_report(api.services.meta, api.services.quotas)
 
 
 @route("DELETE", "/repositories/(?P<name>.+)")
-async def remove_repository(registry: Registry, request: Request, ctx: Actor, args: dict[str, str]) -> tuple[int, Any]:
+async def remove_repository(api: Management, request: Request, ctx: Actor, args: dict[str, str]) -> tuple[int, Any]:
     """Delete a repository: tags, manifests, uploads; blobs go at the next GC."""
     name = validate_name(args["name"])
     try:
-        deleted = delete_repository(registry.meta, registry.blobs, name, registry.immutable_rule(name), ctx)
+        deleted = delete_repository(
+            api.services.meta, api.services.store, name, api.services.manifests.immutable_rule(name), ctx
+        )
     except ImmutableTagError as err:
         raise RegistryError(
             ErrorCode.DENIED, f"tag {err.tag} of {name} is immutable (rule {err.rule!r}); the repository stays"
@@ -302,6 +314,6 @@ async def remove_repository(registry: Registry, request: Request, ctx: Actor, ar
 
 
 @route("POST", "/keys/rotate")
-async def rotate_keys(registry: Registry, request: Request, ctx: Actor, _: dict[str, str]) -> tuple[int, Any]:
+async def rotate_keys(api: Management, request: Request, ctx: Actor, _: dict[str, str]) -> tuple[int, Any]:
     """Sign new tokens with a new key; tokens signed before stay valid until they expire."""
-    return 200, {"active": registry.authority.rotate_keys(ctx)}
+    return 200, {"active": api.authority.rotate_keys(ctx)}

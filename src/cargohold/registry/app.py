@@ -9,7 +9,6 @@ import secrets
 import sqlite3
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 from ..auth.credentials import prepare_logins
 from ..auth.service import Authority
@@ -17,55 +16,31 @@ from ..config import Config, load_config
 from ..lifecycle.scheduler import Maintenance
 from ..oci.errors import RegistryError
 from ..oci.names import validate_name
-from ..oci.rules import parse_rules, protecting_rule
-from ..storage.blobstore import FilesystemBlobStore, StorageFullError
-from ..storage.events import Actor
-from ..storage.metadata import ImmutableRule, SQLiteMetadataStore
-from . import admin_api, token_endpoint, uploads
-from .access import OPEN, Gate, actor_of
+from ..services import Services
+from ..storage.blobstore import StorageFullError
+from . import admin_api, token_endpoint
+from .access import OPEN, Gate
 from .accesslog import AccessLog
-from .bodysink import BodyStreams, WriteBudget
 from .endpoints import operation
 from .http import IncompleteBody, Receive, Request, Responder, Scope, Send
 from .routes import match
 
 log = logging.getLogger("cargohold.registry")
-# Received-but-unwritten upload bytes a process may hold, whatever the number of uploads.
-WRITE_BUDGET_BYTES = 8 << 20
 
 
 class Registry:
-    """One registry process's view of the stores, and the ASGI entry point."""
+    """The ASGI entry point: one process's services, access gate and access log."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        config.data.mkdir(parents=True, exist_ok=True)
-        self.meta = SQLiteMetadataStore(config.database_path)
-        self.blobs = FilesystemBlobStore(config.data, fsync=config.fsync)
+        self.services = Services(config)
         self.access_log = AccessLog() if config.access_log else None
-        self.hashers = uploads.HasherCache()
-        # Threads that write upload batches while the event loop receives and hashes.
-        self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="upload")
-        self.write_budget = WriteBudget(WRITE_BUDGET_BYTES)
-        self.streams = BodyStreams()
-        self.immutable_tags = parse_rules(config.immutable_tags)
         self.authority = Authority.open(config)
         self.gate = Gate(self.authority, config.auth_realm or None) if config.auth else None
+        self.management = admin_api.Management(self.services, self.authority, self.gate)
         if config.auth:
             # ~0.1 s of argon2: made beside the start, not before the first answer.
             threading.Thread(target=prepare_logins, name="prepare-logins", daemon=True).start()
-
-    @staticmethod
-    def actor(request: Request) -> Actor:
-        """Who made the request, for the audit events its changes record."""
-        name = request.caller.name if request.caller is not OPEN else "anonymous"
-        return actor_of(request, name)
-
-    def may(self, request: Request, repository: str, action: str) -> bool:
-        return self.gate is None or request.caller.may(repository, action)
-
-    def immutable_rule(self, repository: str) -> ImmutableRule:
-        return protecting_rule(self.immutable_tags, repository)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -119,13 +94,13 @@ class Registry:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                jobs = Maintenance(self.config, self.blobs, self.immutable_tags, self.pool).start()
+                services = self.services
+                jobs = Maintenance(self.config, services.store, services.immutable_tags, services.pool).start()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 for job in jobs:
                     job.cancel()
-                self.pool.shutdown(wait=True)
-                self.meta.close()
+                self.services.close()
                 self.authority.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
@@ -134,10 +109,10 @@ class Registry:
         route = match(request.path)
         if route is None:
             if request.path == "/token" and self.gate is not None:
-                await token_endpoint.serve(self, request, res)
+                await token_endpoint.serve(self.authority, request, res)
                 return
             if request.path.startswith("/api/"):
-                await admin_api.serve(self, request, res)
+                await admin_api.serve(self.management, request, res)
                 return
             raise RegistryError.plain(404, f"no such endpoint: {request.path[:200]}")
         if route.name:
@@ -145,7 +120,7 @@ class Registry:
         op = operation(route, request.method)
         if self.gate is not None:
             request.caller = self.gate.admit(request, route, op.action)
-        await op.handler(self, request, res, route)
+        await op.handler(self.services, request, res, route)
 
 
 def request_id(offered: str | None) -> str:

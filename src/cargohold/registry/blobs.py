@@ -1,21 +1,16 @@
-"""Blob reads (with byte ranges) and blob deletion."""
+"""Blob endpoints: reads (with byte ranges) and unlinks over `BlobService`."""
 
 from __future__ import annotations
 
-import logging
 import re
-import time
-from typing import TYPE_CHECKING
 
 from ..oci.digest import Digest
-from ..oci.errors import ErrorCode, RegistryError
+from ..oci.errors import RegistryError
+from ..services import Services
+from .access import caller_actor
 from .http import Request, Responder
 from .routes import Route
 
-if TYPE_CHECKING:
-    from .app import Registry
-
-log = logging.getLogger("cargohold.registry")
 _RANGE = re.compile(r"^bytes=(\d{0,19})-(\d{0,19})\Z")
 
 
@@ -43,41 +38,30 @@ def parse_range(header: str, size: int) -> tuple[int, int]:
     return start, end - start + 1
 
 
-async def get(registry: Registry, request: Request, res: Responder, route: Route) -> None:
-    name, digest = route.name, Digest.parse(route.arg)
-    # A blob someone reads may be about to be referenced: keep it out of garbage collection.
-    size = registry.meta.blob_size(name, str(digest), refresh_before=time.time() - registry.config.gc_grace / 2)
-    if size is None:
-        raise RegistryError(ErrorCode.BLOB_UNKNOWN, f"blob {digest} is not in {name}")
-    stored = registry.blobs.blob_size(digest)
-    if stored != size:
-        # Never serve content that cannot be what was pushed; say so where operators look.
-        log.error("blob %s is damaged: recorded %d bytes, stored %s; run `cargohold scrub`", digest, size, stored)
-        raise RegistryError(ErrorCode.BLOB_UNKNOWN, f"blob {digest} is damaged in storage and cannot be served")
-    path = registry.blobs.blob_path(digest)
+async def get(services: Services, request: Request, res: Responder, route: Route) -> None:
+    blob = services.blobs.find(route.name, Digest.parse(route.arg))
     headers = {
         "content-type": "application/octet-stream",
-        "docker-content-digest": str(digest),
+        "docker-content-digest": str(blob.digest),
         "accept-ranges": "bytes",
-        "etag": f'"{digest}"',
+        "etag": f'"{blob.digest}"',
         "cache-control": "max-age=31536000",
     }
-    offset, length, status = 0, size, 200
+    offset, length, status = 0, blob.size, 200
     range_header = request.headers.get("range")
     if range_header:
-        offset, length = parse_range(range_header, size)
+        offset, length = parse_range(range_header, blob.size)
         status = 206
-        headers["content-range"] = f"bytes {offset}-{offset + length - 1}/{size}"
+        headers["content-range"] = f"bytes {offset}-{offset + length - 1}/{blob.size}"
     headers["content-length"] = str(length)
     await res.start(status, headers)
     if request.method == "HEAD":
         await res.body(b"")
         return
-    await res.file(str(path), offset, length)
+    await res.file(str(blob.path), offset, length)
 
 
-async def delete(registry: Registry, request: Request, res: Responder, route: Route) -> None:
-    name, digest = route.name, Digest.parse(route.arg)
-    if not registry.meta.unlink_blob(name, str(digest), registry.actor(request)):
-        raise RegistryError(ErrorCode.BLOB_UNKNOWN, f"blob {digest} is not in {name}")
+async def delete(services: Services, request: Request, res: Responder, route: Route) -> None:
+    digest = Digest.parse(route.arg)
+    services.blobs.unlink(route.name, digest, caller_actor(request))
     await res.empty(202, {"docker-content-digest": str(digest)})

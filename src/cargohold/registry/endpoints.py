@@ -6,18 +6,16 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from ..oci.errors import ErrorCode, RegistryError
+from ..services import Services
 from . import blobs, manifests, uploads
 from .http import Request, Responder
 from .pagination import page
 from .routes import LIST_CATALOG, LOGIN, Route
 
-if TYPE_CHECKING:
-    from .app import Registry
-
-Handler = Callable[["Registry", Request, Responder, Route], Awaitable[None]]
+# A handler translates one request into a service call and its result into the answer.
+Handler = Callable[[Services, Request, Responder, Route], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,12 +24,12 @@ class Operation:
     action: str  # pull, push or delete on the route's repository; or LOGIN, LIST_CATALOG
 
 
-async def _base(registry: Registry, request: Request, res: Responder, route: Route) -> None:
+async def _base(services: Services, request: Request, res: Responder, route: Route) -> None:
     await res.json(200, {}) if request.method == "GET" else await res.empty(200)
 
 
-async def _catalog(registry: Registry, request: Request, res: Responder, route: Route) -> None:
-    names, headers = page(request, registry.meta.list_repositories)
+async def _catalog(services: Services, request: Request, res: Responder, route: Route) -> None:
+    names, headers = page(request, services.manifests.repositories)
     await res.json(200, {"repositories": names}, headers)
 
 

@@ -14,7 +14,7 @@ _PARAMETER = re.compile(r"\(\?P<(\w+)>[^)]*\)")
 def openapi_document(routes: Iterable[Any], prefix: str) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     for route in routes:
-        raw = route.pattern.pattern.removeprefix("^").removesuffix("$")
+        raw = route.pattern.pattern.removeprefix("^").removesuffix("\\Z")
         path = _PARAMETER.sub(lambda m: "{" + m[1] + "}", raw)
         operation: dict[str, Any] = {
             "summary": (route.handler.__doc__ or "").strip(),

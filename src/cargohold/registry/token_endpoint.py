@@ -9,17 +9,13 @@ caller may do; asking for more than allowed is not an error, the token just carr
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
 from urllib.parse import parse_qs
 
 from ..auth.scopes import Scope, ScopeError
-from ..auth.service import AuthFailed, Identity, RateLimited
+from ..auth.service import AuthFailed, Authority, Identity, RateLimited
 from ..oci.errors import ErrorCode, RegistryError
 from .access import actor_of, client_address, decode_basic
 from .http import Request, Responder
-
-if TYPE_CHECKING:
-    from .app import Registry
 
 FORM_LIMIT = 64 * 1024
 
@@ -30,15 +26,15 @@ class OAuthError(Exception):
         super().__init__(description)
 
 
-async def serve(registry: Registry, request: Request, res: Responder) -> None:
+async def serve(authority: Authority, request: Request, res: Responder) -> None:
     if request.method not in ("GET", "POST"):
         raise RegistryError(ErrorCode.UNSUPPORTED, "use GET or POST on /token", headers={"allow": "GET, POST"})
     try:
         if request.method == "GET":
-            document = _get(registry, request)
+            document = _get(authority, request)
         else:
             form = parse_qs((await request.read_body(FORM_LIMIT)).decode("utf-8", "replace"), keep_blank_values=True)
-            document = _post(registry, request, form)
+            document = _post(authority, request, form)
     except OAuthError as err:
         body: dict[str, object] = {"error": err.error, "error_description": err.description}
         # Docker-style clients read `errors`; OAuth2 clients read `error`.
@@ -60,9 +56,9 @@ def _one(params: dict[str, list[str]], key: str) -> str:
     return values[0] if values else ""
 
 
-def _scopes(registry: Registry, params: dict[str, list[str]]) -> list[Scope]:
+def _scopes(authority: Authority, params: dict[str, list[str]]) -> list[Scope]:
     service = _one(params, "service")
-    served = registry.authority.settings.service
+    served = authority.settings.service
     if service and service != served:
         raise OAuthError(400, "invalid_request", f"this token server serves {served!r}, not {service!r}")
     try:
@@ -71,18 +67,18 @@ def _scopes(registry: Registry, params: dict[str, list[str]]) -> list[Scope]:
         raise OAuthError(400, "invalid_scope", str(err)) from None
 
 
-def _login(registry: Registry, request: Request, username: str, password: str) -> Identity:
+def _login(authority: Authority, request: Request, username: str, password: str) -> Identity:
     try:
-        return registry.authority.login(username, password, client_address(request), request.request_id)
+        return authority.login(username, password, client_address(request), request.request_id)
     except RateLimited as err:
         raise OAuthError(429, "too_many_requests", str(err), {"retry-after": str(err.retry_after)}) from None
     except AuthFailed as err:
         raise OAuthError(401, "invalid_grant", str(err), {"www-authenticate": 'Basic realm="cargohold"'}) from None
 
 
-def _get(registry: Registry, request: Request) -> dict[str, object]:
+def _get(authority: Authority, request: Request) -> dict[str, object]:
     params = _params(request)
-    scopes = _scopes(registry, params)
+    scopes = _scopes(authority, params)
     header = request.headers.get("authorization", "")
     kind, _, value = header.strip().partition(" ")
     if kind.lower() == "basic" and value.strip():
@@ -90,43 +86,43 @@ def _get(registry: Registry, request: Request) -> dict[str, object]:
             username, password = decode_basic(value.strip())
         except RegistryError as err:
             raise OAuthError(401, "invalid_request", err.message) from None
-        identity = _login(registry, request, username, password)
+        identity = _login(authority, request, username, password)
     elif header:
         raise OAuthError(401, "invalid_request", "send basic credentials, or none for anonymous access")
     else:
-        anonymous = registry.authority.identity_for_subject(None)
+        anonymous = authority.identity_for_subject(None)
         assert anonymous is not None
         identity = anonymous
-    document = _token_document(registry, identity, scopes)
+    document = _token_document(authority, identity, scopes)
     document["token"] = document["access_token"]
     if _one(params, "offline_token") == "true" and identity.principal is not None:
-        document["refresh_token"] = _refresh_token(registry, request, identity, _one(params, "client_id"))
+        document["refresh_token"] = _refresh_token(authority, request, identity, _one(params, "client_id"))
     return document
 
 
-def _post(registry: Registry, request: Request, form: dict[str, list[str]]) -> dict[str, object]:
+def _post(authority: Authority, request: Request, form: dict[str, list[str]]) -> dict[str, object]:
     grant_type = _one(form, "grant_type")
-    scopes = _scopes(registry, {"service": form.get("service", []), "scope": form.get("scope", [])})
+    scopes = _scopes(authority, {"service": form.get("service", []), "scope": form.get("scope", [])})
     if grant_type == "password":
-        identity = _login(registry, request, _one(form, "username"), _one(form, "password"))
+        identity = _login(authority, request, _one(form, "username"), _one(form, "password"))
     elif grant_type == "refresh_token":
         try:
-            identity = registry.authority.refresh(_one(form, "refresh_token"))
+            identity = authority.refresh(_one(form, "refresh_token"))
         except AuthFailed as err:
             raise OAuthError(401, "invalid_grant", str(err)) from None
     else:
         raise OAuthError(400, "unsupported_grant_type", "grant_type must be 'password' or 'refresh_token'")
-    document = _token_document(registry, identity, scopes)
+    document = _token_document(authority, identity, scopes)
     document["token_type"] = "Bearer"
     if grant_type == "password" and _one(form, "access_type") == "offline":
-        document["refresh_token"] = _refresh_token(registry, request, identity, _one(form, "client_id"))
+        document["refresh_token"] = _refresh_token(authority, request, identity, _one(form, "client_id"))
     elif grant_type == "refresh_token":
         document["refresh_token"] = _one(form, "refresh_token")
     return document
 
 
-def _token_document(registry: Registry, identity: Identity, scopes: list[Scope]) -> dict[str, object]:
-    token, expires_in, issued_at, granted = registry.authority.issue_token(identity, scopes)
+def _token_document(authority: Authority, identity: Identity, scopes: list[Scope]) -> dict[str, object]:
+    token, expires_in, issued_at, granted = authority.issue_token(identity, scopes)
     return {
         "access_token": token,
         "expires_in": expires_in,
@@ -135,9 +131,9 @@ def _token_document(registry: Registry, identity: Identity, scopes: list[Scope])
     }
 
 
-def _refresh_token(registry: Registry, request: Request, identity: Identity, client_id: str) -> str:
-    token = registry.authority.issue_refresh_token(identity, client_id)
-    registry.authority.audit(
+def _refresh_token(authority: Authority, request: Request, identity: Identity, client_id: str) -> str:
+    token = authority.issue_refresh_token(identity, client_id)
+    authority.audit(
         actor_of(request, identity.name), "auth.login", identity.name, detail=f"refresh token for {client_id[:64]}"
     )
     return token

@@ -1,0 +1,36 @@
+"""The registry's operations without HTTP: uploads, blobs, manifests, tags and referrers, each
+a service with its dependencies (the stores, the write pool, the quota and immutability
+rules) handed to it. `registry/` translates HTTP to these calls and back; later packages
+(the pipeline, the deployer) call them directly."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+from ..config import Config
+from ..oci.rules import parse_rules
+from ..storage.blobstore import FilesystemBlobStore
+from ..storage.metadata import SQLiteMetadataStore
+from .blobs import BlobService
+from .manifests import ManifestService
+from .uploads import UploadService
+
+
+class Services:
+    """One process's stores and the services over them, built from the configuration."""
+
+    def __init__(self, config: Config) -> None:
+        config.data.mkdir(parents=True, exist_ok=True)
+        self.meta = SQLiteMetadataStore(config.database_path)
+        self.store = FilesystemBlobStore(config.data, fsync=config.fsync)
+        # Threads that write upload batches while the event loop receives and hashes.
+        self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="upload")
+        self.immutable_tags = parse_rules(config.immutable_tags)
+        self.quotas = config.quotas
+        self.uploads = UploadService(self.meta, self.store, self.pool, config.quotas)
+        self.blobs = BlobService(self.meta, self.store, config.gc_grace)
+        self.manifests = ManifestService(self.meta, self.immutable_tags, config.quotas, config.max_manifest_bytes)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+        self.meta.close()
