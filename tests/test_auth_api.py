@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 import uuid
@@ -66,6 +67,29 @@ def test_management_api_users_robots_policies_audit(secure_registry: SecureRegis
         assert api.delete(f"/api/v1/users/{name}").status_code == 200
     with secure_registry.client(auth=(name, "api-user-password")) as user:
         assert user.get("/v2/").status_code == 401, "a deleted user is refused at once"
+
+
+def test_cli_and_api_show_the_same_json(secure_registry: SecureRegistry) -> None:
+    """One view per record: `--json` of the CLI and the management API print the same document."""
+    name = f"same-{uuid.uuid4().hex[:6]}"
+    with admin(secure_registry) as api:
+        robot = api.post("/api/v1/robots", json={"name": name, "scopes": ["repository:same/*:pull"]})
+        assert robot.status_code == 201, robot.text
+        secret = robot.json()["secret"]
+        secure_registry.secrets.add(secret)
+        from_api = {
+            "robots": next(r for r in api.get("/api/v1/robots").json() if r["name"] == name),
+            "tokens": [t for t in api.get("/api/v1/tokens").json() if t["owner"] == name],
+            "policies": api.get("/api/v1/policies").json(),
+        }
+    from_cli = {
+        "robots": next(r for r in json.loads(secure_registry.cli("robot", "ls", "--json").stdout) if r["name"] == name),
+        "tokens": [t for t in json.loads(secure_registry.cli("token", "ls", "--json").stdout) if t["owner"] == name],
+        "policies": json.loads(secure_registry.cli("policy", "ls", "--json").stdout),
+    }
+    assert from_api["robots"]["scopes"] == ["same/*:pull"]
+    assert from_api["tokens"] and secret not in json.dumps(from_api["tokens"])
+    assert from_cli == from_api
 
 
 def test_usage_and_repository_delete_through_the_api(secure_registry: SecureRegistry) -> None:

@@ -94,6 +94,19 @@ class Principal:
     def expired(self, now: float | None = None) -> bool:
         return self.expires is not None and self.expires <= (now or time.time())
 
+    def as_json(self, scopes: list[str]) -> dict[str, Any]:
+        """How the CLI's --json and the management API both show a user or robot."""
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "admin": self.admin,
+            "groups": list(self.groups),
+            "created": self.created,
+            "expires": self.expires,
+            "description": self.description,
+            "scopes": scopes,
+        }
+
 
 @dataclass(frozen=True, slots=True)
 class Credential:
@@ -107,12 +120,29 @@ class Credential:
     revoked: float | None
     last_used: float | None
 
+    def as_json(self) -> dict[str, Any]:
+        """How the CLI's --json and the management API both show a credential (never its secret)."""
+        return {
+            "id": self.id,
+            "owner": self.principal,
+            "kind": self.kind,
+            "name": self.name,
+            "scopes": None if self.grants is None else [str(g) for g in self.grants],
+            "created": self.created,
+            "expires": self.expires,
+            "revoked": self.revoked,
+            "last_used": self.last_used,
+        }
+
 
 @dataclass(frozen=True, slots=True)
 class Policy:
     id: int
     subject: str
     grant: Grant
+
+    def as_json(self) -> dict[str, Any]:
+        return {"id": self.id, "subject": self.subject, "scope": str(self.grant)}
 
 
 def validate_principal_name(name: str) -> str:

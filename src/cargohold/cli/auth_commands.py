@@ -67,7 +67,7 @@ def _echo_principals(principals: list[Principal], authority: Authority, as_json:
     rows: list[dict[str, Any]] = []
     for p in principals:
         scopes = [str(policy.grant) for policy in authority.store.policies(p.subject)]
-        rows.append({**dataclasses.asdict(p), "scopes": scopes})
+        rows.append(p.as_json(scopes))
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -80,7 +80,7 @@ def _echo_principals(principals: list[Principal], authority: Authority, as_json:
 
 def _echo_credentials(credentials: list[Credential], as_json: bool) -> None:
     if as_json:
-        click.echo(json.dumps([dataclasses.asdict(c) for c in credentials], indent=2, default=str))
+        click.echo(json.dumps([c.as_json() for c in credentials], indent=2))
         return
     for c in credentials:
         state = f"revoked {_when(c.revoked)}" if c.revoked else f"expires {_when(c.expires)}"
@@ -261,7 +261,7 @@ def policy_ls(as_json: bool, config_file, data) -> None:
     with _authority(config_file, data) as (authority, _):
         policies = authority.store.policies()
     if as_json:
-        click.echo(json.dumps([{"id": p.id, "subject": p.subject, "scope": str(p.grant)} for p in policies], indent=2))
+        click.echo(json.dumps([p.as_json() for p in policies], indent=2))
         return
     for p in policies:
         click.echo(f"{p.id:>5} {p.subject:<30} {p.grant}")

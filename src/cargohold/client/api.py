@@ -27,6 +27,7 @@ from typing import Any
 from ..oci import mediatypes as mt
 from ..oci.digest import Digest
 from ..oci.location import PREFIXES, Location, parse_location
+from ..oci.manifest import Descriptor
 from ..oci.platform import Platform, host_platform
 from ..oci.reference import Reference, ReferenceError, parse_reference, parse_registry
 from .archive import DockerArchive
@@ -47,6 +48,7 @@ from .transfer import (
     RegistrySource,
     Source,
     copy_image,
+    manifest_of,
     select_platform,
 )
 
@@ -249,39 +251,37 @@ class Client:
         src = self.source(location(where))
         payload, media_type, digest = await src.resolve()
         info: dict[str, Any] = {"name": src.label, "digest": digest, "mediaType": media_type, "size": len(payload)}
-        document = json.loads(payload)
-        info["annotations"] = document.get("annotations") or {}
-        if document.get("artifactType"):
-            info["artifactType"] = document["artifactType"]
-        if media_type in mt.INDEXES or "manifests" in document:
+        manifest = manifest_of(payload, media_type, digest, src.label)
+        info["annotations"] = manifest.annotations
+        if manifest.artifact_type:
+            info["artifactType"] = manifest.artifact_type
+        if manifest.is_index:
             info["platforms"] = [
                 {
-                    "platform": str(Platform.from_descriptor(c.get("platform")) or ""),
-                    "digest": c["digest"],
-                    "mediaType": c.get("mediaType"),
-                    "size": c.get("size"),
+                    "platform": str(Platform.from_descriptor(c.platform) or ""),
+                    "digest": str(c.digest),
+                    "mediaType": c.media_type,
+                    "size": c.size,
                 }
-                for c in document.get("manifests") or []
+                for c in manifest.children
             ]
             if platform is None:
                 return info
-            child = select_platform(payload, Platform.parse(platform))
-            payload, _ = await src.manifest(child["digest"])
-            document = json.loads(payload)
-            info["image"] = child["digest"]
+            child = select_platform(manifest, Platform.parse(platform))
+            payload, child_type = await src.manifest(str(child.digest))
+            manifest = manifest_of(payload, child_type, str(child.digest), src.label)
+            info["image"] = str(child.digest)
         else:
             info["platforms"] = []
-        config_descriptor = document.get("config") or {}
-        layers = document.get("layers") or []
-        info["layers"] = [
-            {"digest": layer["digest"], "size": layer["size"], "mediaType": layer.get("mediaType")} for layer in layers
-        ]
-        info["totalSize"] = sum(layer["size"] for layer in layers) + int(config_descriptor.get("size", 0))
-        info["config"] = {"digest": config_descriptor.get("digest"), "mediaType": config_descriptor.get("mediaType")}
-        if (
-            config_descriptor.get("mediaType") not in (mt.OCI_EMPTY, None)
-            and config_descriptor.get("size", 0) < 4 << 20
-        ):
+        layers = manifest.layers
+        info["layers"] = [{"digest": str(d.digest), "size": d.size, "mediaType": d.media_type} for d in layers]
+        config_descriptor = manifest.config
+        info["totalSize"] = sum(d.size for d in layers) + (config_descriptor.size if config_descriptor else 0)
+        info["config"] = {
+            "digest": str(config_descriptor.digest) if config_descriptor else None,
+            "mediaType": config_descriptor.media_type if config_descriptor else None,
+        }
+        if config_descriptor and config_descriptor.media_type != mt.OCI_EMPTY and config_descriptor.size < 4 << 20:
             config = await self.config_blob(src, config_descriptor)
             if isinstance(config, dict):
                 settings = config.get("config") or {}
@@ -302,37 +302,35 @@ class Client:
     async def config(self, where: str | Location, *, platform: str | None = None) -> bytes:
         """The image config exactly as stored (verified); for an index, that of `platform` or this machine's."""
         src = self.source(location(where))
-        payload, media_type, _ = await src.resolve()
+        payload, media_type, digest = await src.resolve()
         if media_type in mt.INDEXES:
             try:
                 wanted = Platform.parse(platform) if platform else host_platform()
             except ValueError as err:
                 raise ClientError(str(err)) from None
-            payload, _ = await src.manifest(select_platform(payload, wanted)["digest"])
-        descriptor = json.loads(payload).get("config")
-        if not isinstance(descriptor, dict):
+            child = select_platform(manifest_of(payload, media_type, digest, src.label), wanted)
+            digest = str(child.digest)
+            payload, media_type = await src.manifest(digest)
+        manifest = manifest_of(payload, media_type, digest, src.label)
+        if manifest.config is None:
             raise ClientError(f"{src.label}: the manifest has no config")
-        return await self._read_small(src, descriptor)
+        return await self._read_small(src, manifest.config)
 
-    async def config_blob(self, src: Source, descriptor: dict[str, Any]) -> Any:
+    async def config_blob(self, src: Source, descriptor: Descriptor) -> Any:
         try:
             return json.loads(await self._read_small(src, descriptor))
         except ValueError:
             return None
 
-    async def _read_small(self, src: Source, descriptor: dict[str, Any], limit: int = 4 << 20) -> bytes:
+    async def _read_small(self, src: Source, blob: Descriptor, limit: int = 4 << 20) -> bytes:
         """A small blob (a config) in memory, checked against its digest."""
-        from .transfer import Descriptor
-
-        blob = Descriptor.from_json(descriptor)
         data = bytearray()
         async with contextlib.aclosing(src.opener(blob)(0)) as chunks:
             async for piece in chunks:
                 data += piece
                 if len(data) > limit:
                     raise ClientError(f"{src.label}: blob {blob.digest} is larger than {limit} bytes")
-        algorithm = blob.digest.split(":", 1)[0]
-        if str(Digest.of(bytes(data), algorithm)) != blob.digest:
+        if Digest.of(bytes(data), blob.digest.algorithm) != blob.digest:
             raise IntegrityError(
                 f"{src.label}: blob {blob.digest} has other content (a corrupt store or a lying server)"
             )

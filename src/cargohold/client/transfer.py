@@ -21,6 +21,8 @@ from typing import Any, Protocol
 
 from ..oci import mediatypes as mt
 from ..oci.digest import Digest
+from ..oci.errors import RegistryError
+from ..oci.manifest import Descriptor, Manifest, parse_descriptor, parse_manifest
 from ..oci.platform import Platform, host_platform
 from .archive import DockerArchive, write_docker_archive
 from .blobs import Opener, download_to_file, file_opener, upload_blob
@@ -30,15 +32,20 @@ from .progress import NullReporter, Reporter
 from .registry import RegistryClient, media_type_of
 
 
-@dataclass
-class Descriptor:
-    media_type: str
-    digest: str
-    size: int
+def descriptor_of(value: Any, label: str) -> Descriptor:
+    """A descriptor another store handed us, as oci's model; a ClientError if it is not one."""
+    try:
+        return parse_descriptor(value)
+    except RegistryError as err:
+        raise ClientError(f"{label}: {err.message}") from None
 
-    @classmethod
-    def from_json(cls, value: dict[str, Any]) -> Descriptor:
-        return cls(str(value.get("mediaType", "")), str(value["digest"]), int(value["size"]))
+
+def manifest_of(payload: bytes, media_type: str, digest: str, label: str) -> Manifest:
+    """A manifest read from a source, parsed by the rules the registry applies to a push."""
+    try:
+        return parse_manifest(payload, media_type)
+    except RegistryError as err:
+        raise ClientError(f"{label}: manifest {digest} is not valid: {err.message}") from None
 
 
 class Source(Protocol):
@@ -81,7 +88,7 @@ class RegistrySource:
         return payload, media_type
 
     def opener(self, blob: Descriptor) -> Opener:
-        return lambda offset: self.client.stream_blob(self.repo, blob.digest, offset)
+        return lambda offset: self.client.stream_blob(self.repo, str(blob.digest), offset)
 
     async def referrers(self, digest: str) -> list[dict[str, Any]]:
         return await self.client.referrers(self.repo, digest)
@@ -102,7 +109,7 @@ class LayoutSource:
         return payload, media_type_of(payload) or mt.OCI_MANIFEST
 
     def opener(self, blob: Descriptor) -> Opener:
-        return file_opener(self.layout.blob_path(blob.digest))
+        return file_opener(self.layout.blob_path(str(blob.digest)))
 
     async def referrers(self, digest: str) -> list[dict[str, Any]]:
         found = []
@@ -135,14 +142,15 @@ class _StaticSource:
         raise NotFoundError(f"{self.label} has no manifest {digest}")
 
     def opener(self, blob: Descriptor) -> Opener:
-        if blob.digest in self._small:
-            data = self._small[blob.digest]
+        key = str(blob.digest)
+        if key in self._small:
+            data = self._small[key]
 
             async def chunks(offset: int) -> AsyncGenerator[bytes, None]:
                 yield data[offset:]
 
             return chunks
-        path, start = self._blobs[blob.digest]
+        path, start = self._blobs[key]
         return file_opener(path, start)
 
     async def referrers(self, digest: str) -> list[dict[str, Any]]:
@@ -220,16 +228,17 @@ class RegistryDestination:
         self.label = f"{client.host}/{repo}"
 
     async def has_blob(self, blob: Descriptor) -> bool:
-        size = await self.client.blob_size(self.repo, blob.digest, scopes=[f"repository:{self.repo}:pull,push"])
+        scopes = [f"repository:{self.repo}:pull,push"]
+        size = await self.client.blob_size(self.repo, str(blob.digest), scopes=scopes)
         return size is not None
 
     async def put_blob(self, blob: Descriptor, source: Source, reporter: Reporter) -> str:
         mount_from = None
         if isinstance(source, RegistrySource) and source.client.host == self.client.host and source.repo != self.repo:
             mount_from = source.repo
-        tracker = reporter.blob(_short(blob.digest), blob.size)
+        tracker = reporter.blob(blob.digest.encoded[:12], blob.size)
         return await upload_blob(
-            self.client, self.repo, blob.digest, blob.size, source.opener(blob), tracker, mount_from=mount_from
+            self.client, self.repo, str(blob.digest), blob.size, source.opener(blob), tracker, mount_from=mount_from
         )
 
     async def put_manifest(self, payload: bytes, media_type: str, digest: str, tag: str | None) -> None:
@@ -258,12 +267,13 @@ class LayoutDestination:
         return self._layout
 
     async def has_blob(self, blob: Descriptor) -> bool:
-        return self.path.exists() and self.layout.has_blob(blob.digest, blob.size)
+        return self.path.exists() and self.layout.has_blob(str(blob.digest), blob.size)
 
     async def put_blob(self, blob: Descriptor, source: Source, reporter: Reporter) -> str:
-        target = self.layout.prepare_blob_dir(blob.digest)
-        tracker = reporter.blob(_short(blob.digest), blob.size)
-        await download_to_file(source.opener(blob), blob.digest, blob.size, target, tracker, retries=self.retries)
+        digest = str(blob.digest)
+        target = self.layout.prepare_blob_dir(digest)
+        tracker = reporter.blob(blob.digest.encoded[:12], blob.size)
+        await download_to_file(source.opener(blob), digest, blob.size, target, tracker, retries=self.retries)
         return "downloaded"
 
     async def put_manifest(self, payload: bytes, media_type: str, digest: str, tag: str | None) -> None:
@@ -313,10 +323,6 @@ class ArchiveDestination:
         shutil.rmtree(self.staging, ignore_errors=True)
 
 
-def _short(digest: str) -> str:
-    return digest.split(":", 1)[-1][:12]
-
-
 # --- the engine --------------------------------------------------------------------------------------------------
 
 
@@ -344,14 +350,13 @@ class CopyResult:
         }
 
 
-def select_platform(payload: bytes, wanted: Platform) -> dict[str, Any]:
+def select_platform(index: Manifest, wanted: Platform) -> Descriptor:
     """The index entry for a platform; a clear error listing what there is otherwise."""
-    children = json.loads(payload).get("manifests") or []
-    for child in children:
-        found = Platform.from_descriptor(child.get("platform"))
+    for child in index.children:
+        found = Platform.from_descriptor(child.platform)
         if found is not None and wanted.matches(found):
             return child
-    available = ", ".join(str(Platform.from_descriptor(c.get("platform")) or "?") for c in children)
+    available = ", ".join(str(Platform.from_descriptor(c.platform) or "?") for c in index.children)
     raise NotFoundError(f"the index has no image for {wanted} (it has: {available or 'nothing'})")
 
 
@@ -360,7 +365,7 @@ class _Copier:
         self.source, self.destination, self.reporter = source, destination, reporter
         self.limit = asyncio.Semaphore(max(1, jobs))
         self.result: CopyResult | None = None
-        self.done_blobs: dict[str, asyncio.Task[None]] = {}
+        self.done_blobs: dict[Digest, asyncio.Task[None]] = {}
         self.counts = {"uploaded": 0, "skipped": 0, "mounted": 0, "bytes": 0}
 
     async def blob(self, blob: Descriptor) -> None:
@@ -384,22 +389,11 @@ class _Copier:
         return task
 
     async def manifest(self, payload: bytes, media_type: str, digest: str, tag: str | None, copied: list[str]) -> None:
-        try:
-            document = json.loads(payload)
-        except ValueError:
-            raise ClientError(f"{self.source.label}: manifest {digest} is not JSON") from None
-        if media_type in mt.INDEXES or "manifests" in document:
-            for child in document.get("manifests") or []:
-                child_payload, child_type = await self.source.manifest(child["digest"])
-                await self.manifest(child_payload, child.get("mediaType") or child_type, child["digest"], None, copied)
-        else:
-            blobs = []
-            if document.get("config"):
-                blobs.append(Descriptor.from_json(document["config"]))
-            for layer in document.get("layers") or []:
-                if layer.get("mediaType") not in mt.NON_DISTRIBUTABLE_LAYERS:
-                    blobs.append(Descriptor.from_json(layer))
-            await asyncio.gather(*(self.blob_task(blob) for blob in blobs))
+        manifest = manifest_of(payload, media_type, digest, self.source.label)
+        for child in manifest.children:
+            child_payload, _ = await self.source.manifest(str(child.digest))
+            await self.manifest(child_payload, child.media_type, str(child.digest), None, copied)
+        await asyncio.gather(*(self.blob_task(blob) for blob in manifest.required_blobs))
         await self.destination.put_manifest(payload, media_type, digest, tag)
         copied.append(digest)
 
@@ -436,9 +430,10 @@ async def copy_image(
     try:
         payload, media_type, digest = await source.resolve()
         if media_type in mt.INDEXES and not all_platforms:
-            child = select_platform(payload, platform or host_platform())
-            payload, media_type = await source.manifest(child["digest"])
-            digest = child["digest"]
+            index = manifest_of(payload, media_type, digest, source.label)
+            child = select_platform(index, platform or host_platform())
+            digest = str(child.digest)
+            payload, media_type = await source.manifest(digest)
         if str(Digest.of(payload, digest.split(":", 1)[0])) != digest:
             raise IntegrityError(f"{source.label}: manifest {digest} does not match its digest")
         copied: list[str] = []

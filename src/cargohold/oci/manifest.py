@@ -86,7 +86,8 @@ def normalise_content_type(value: str | None) -> str:
     return (value or "").split(";", 1)[0].strip().lower()
 
 
-def _descriptor(value: Any, where: str) -> Descriptor:
+def parse_descriptor(value: Any, where: str = "descriptor") -> Descriptor:
+    """A descriptor object, validated; MANIFEST_INVALID naming `where` otherwise."""
     if not isinstance(value, dict):
         raise _invalid(f"{where} must be a descriptor object")
     media_type = value.get("mediaType")
@@ -126,7 +127,7 @@ def _descriptor_list(document: dict[str, Any], key: str, required: bool) -> tupl
         return ()
     if not isinstance(value, list):
         raise _invalid(f"{key} must be an array")
-    return tuple(_descriptor(item, f"{key}[{i}]") for i, item in enumerate(value))
+    return tuple(parse_descriptor(item, f"{key}[{i}]") for i, item in enumerate(value))
 
 
 def inferred_media_type(document: dict[str, Any]) -> str | None:
@@ -179,7 +180,7 @@ def parse_manifest(payload: bytes, content_type: str | None = None) -> Manifest:
     annotations = document.get("annotations") or {}
     if not _is_string_map(annotations):
         raise _invalid("annotations must map strings to strings")
-    subject = _descriptor(document["subject"], "subject") if document.get("subject") is not None else None
+    subject = parse_descriptor(document["subject"], "subject") if document.get("subject") is not None else None
 
     if media_type in mt.INDEXES:
         if "config" in document or "layers" in document:
@@ -200,7 +201,7 @@ def parse_manifest(payload: bytes, content_type: str | None = None) -> Manifest:
         media_type,
         artifact_type,
         subject,
-        config=_descriptor(document["config"], "config"),
+        config=parse_descriptor(document["config"], "config"),
         layers=_descriptor_list(document, "layers", required=media_type == mt.DOCKER_MANIFEST),
         annotations=annotations,
         effective_artifact_type=artifact_type_of(document),

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..auth.scopes import ADMIN, Grant, ScopeError
 from ..auth.service import Authority
-from ..auth.store import AuthStoreError, Credential, Principal
+from ..auth.store import AuthStoreError, Principal
 from ..config import expires_at, parse_duration
 from ..lifecycle.usage import delete_repository, usage_report
 from ..oci.errors import ErrorCode, RegistryError
@@ -129,31 +129,7 @@ def _grants(values: Any) -> tuple[Grant, ...]:
 
 
 def principal_json(principal: Principal, api: Management) -> dict[str, Any]:
-    grants = [str(p.grant) for p in api.authority.store.policies(principal.subject)]
-    return {
-        "name": principal.name,
-        "kind": principal.kind,
-        "admin": principal.admin,
-        "groups": list(principal.groups),
-        "created": principal.created,
-        "expires": principal.expires,
-        "description": principal.description,
-        "scopes": grants,
-    }
-
-
-def credential_json(credential: Credential) -> dict[str, Any]:
-    return {
-        "id": credential.id,
-        "owner": credential.principal,
-        "kind": credential.kind,
-        "name": credential.name,
-        "scopes": None if credential.grants is None else [str(g) for g in credential.grants],
-        "created": credential.created,
-        "expires": credential.expires,
-        "revoked": credential.revoked,
-        "last_used": credential.last_used,
-    }
+    return principal.as_json([str(p.grant) for p in api.authority.store.policies(principal.subject)])
 
 
 @route("GET", "/users")
@@ -226,7 +202,7 @@ async def remove_robot(api: Management, request: Request, ctx: Actor, args: dict
 @route("GET", "/tokens")
 async def list_tokens(api: Management, request: Request, ctx: Actor, _: dict[str, str]) -> tuple[int, Any]:
     """List personal access tokens and robot secrets (never the secrets); ?user= narrows."""
-    return 200, [credential_json(c) for c in api.authority.store.credentials(request.query("user"))]
+    return 200, [c.as_json() for c in api.authority.store.credentials(request.query("user"))]
 
 
 @route("POST", "/tokens", {"user": "string", "name": "string", "expires": "string", "scopes": "array"}, 201)
@@ -253,7 +229,7 @@ async def revoke_token(api: Management, request: Request, ctx: Actor, args: dict
 async def list_policies(api: Management, request: Request, ctx: Actor, _: dict[str, str]) -> tuple[int, Any]:
     """List policies."""
     policies = api.authority.store.policies()
-    return 200, [{"id": p.id, "subject": p.subject, "scope": str(p.grant)} for p in policies]
+    return 200, [p.as_json() for p in policies]
 
 
 @route("POST", "/policies", {"subject": "string", "scope": "string"}, 201)
