@@ -9,6 +9,7 @@ import pytest
 
 from tests.support.auth import SecureRegistry
 from tests.support.clients import ContainersTools, Dockerd
+from tests.support.inprocess import InProcessRegistry
 from tests.support.servers import Cargohold, Distribution, ServerProcess
 
 
@@ -21,6 +22,29 @@ def _serving(server: ServerProcess) -> Iterator[ServerProcess]:
 @pytest.fixture(scope="session")
 def cargohold(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cargohold]:
     yield from _serving(Cargohold(tmp_path_factory.mktemp("cargohold")))
+
+
+@pytest.fixture(scope="session")
+def registry_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessRegistry]:
+    """Our registry application in this process: for API-level tests that need no socket."""
+    app = InProcessRegistry(tmp_path_factory.mktemp("in-process")).start()
+    yield app
+    app.stop()
+
+
+@pytest.fixture
+def registry_app_with(tmp_path: Path) -> Iterator[Callable[[dict[str, str]], InProcessRegistry]]:
+    """In-process registries of the test's own with extra CARGOHOLD_* settings."""
+    started: list[InProcessRegistry] = []
+
+    def start(env: dict[str, str]) -> InProcessRegistry:
+        app = InProcessRegistry(tmp_path / f"app-{len(started)}", extra_env=env)
+        started.append(app)
+        return app.start()
+
+    yield start
+    for app in started:
+        app.stop()
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,7 @@ import time
 import httpx
 import pytest
 
+from tests.support.inprocess import InProcessRegistry
 from tests.support.oci import (
     DOCKER_LIST,
     DOCKER_MANIFEST,
@@ -40,8 +41,9 @@ def client(any_registry: ServerProcess) -> httpx.Client:
 
 
 @pytest.fixture
-def ours(cargohold: ServerProcess) -> httpx.Client:
-    with httpx.Client(base_url=cargohold.url, timeout=30) as c:
+def ours(registry_app: InProcessRegistry) -> httpx.Client:
+    """Behaviour only ours has (or only ours gets right), asked of the application in process."""
+    with registry_app.client() as c:
         yield c
 
 
@@ -128,12 +130,12 @@ def test_digest_mismatch_stores_nothing(client: httpx.Client) -> None:
     assert client.head(f"/v2/{repo}/blobs/{sha256(data)}").status_code == 404
 
 
-def test_reupload_of_a_stored_blob_keeps_one_copy_and_heals_a_damaged_one(cargohold: ServerProcess) -> None:
+def test_reupload_of_a_stored_blob_keeps_one_copy_and_heals_a_damaged_one(registry_app: InProcessRegistry) -> None:
     data = os.urandom(300_000)
     digest = sha256(data)
-    stored = cargohold.data / "blobs" / "sha256" / digest[7:9] / digest[7:]
-    uploads = cargohold.data / "uploads"
-    with httpx.Client(base_url=cargohold.url, timeout=30) as ours:
+    stored = registry_app.data / "blobs" / "sha256" / digest[7:9] / digest[7:]
+    uploads = registry_app.data / "uploads"
+    with registry_app.client() as ours:
         first, second = unique_repo(), unique_repo()
         push_blob(ours, first, data)
         inode = stored.stat().st_ino
@@ -143,7 +145,7 @@ def test_reupload_of_a_stored_blob_keeps_one_copy_and_heals_a_damaged_one(cargoh
         assert ours.get(f"/v2/{second}/blobs/{digest}").content == data
         # The redundant upload file left uploads/ with the answer, and is freed in the background.
         assert not set(uploads.iterdir()) - others
-        trash = cargohold.data / "trash"
+        trash = registry_app.data / "trash"
         deadline = time.monotonic() + 10
         while any(trash.iterdir()) and time.monotonic() < deadline:
             time.sleep(0.05)

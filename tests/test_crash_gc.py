@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.support.oci import OCI_MANIFEST, Image, canonical, image_of, sha256, with_query
 from tests.support.servers import Cargohold
@@ -33,6 +34,9 @@ ROUNDS = 20
 PUSHERS = 3
 GRACE = 1.0
 
+# Real engines, kill -9 loops or whole benchmark runs: not in the fast lane (make test-fast).
+pytestmark = pytest.mark.slow
+
 # A collector in a process of its own, as `cargohold gc` run from cron would be, but looping.
 COLLECTOR_LOOP = """
 import sys
@@ -41,10 +45,6 @@ from pathlib import Path
 from cargohold.lifecycle.gc import collect_garbage
 from cargohold.storage.blobstore import FilesystemBlobStore
 from cargohold.storage.metadata import SQLiteMetadataStore
-import pytest
-
-# Real engines, kill -9 loops or whole benchmark runs: not in the fast lane (make test-fast).
-pytestmark = pytest.mark.slow
 data = Path(sys.argv[1])
 meta, store = SQLiteMetadataStore(data / "metadata.sqlite3"), FilesystemBlobStore(data)
 while True:

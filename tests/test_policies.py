@@ -7,17 +7,16 @@ import subprocess
 import sys
 from collections.abc import Callable
 
-import httpx
 import pytest
 
+from tests.support.inprocess import InProcessRegistry
 from tests.support.oci import OCI_MANIFEST, error_code, make_image, push_blob, push_image, sha256
-from tests.support.servers import Cargohold
 from tests.support.store import assert_store_consistent
 
 
 @pytest.fixture
-def guarded(cargohold_with: Callable[[dict[str, str]], Cargohold]) -> Cargohold:
-    return cargohold_with({"CARGOHOLD_IMMUTABLE_TAGS": "prod/*:v*,*:release-*"})
+def guarded(registry_app_with: Callable[[dict[str, str]], InProcessRegistry]) -> InProcessRegistry:
+    return registry_app_with({"CARGOHOLD_IMMUTABLE_TAGS": "prod/*:v*,*:release-*"})
 
 
 def cargohold(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -30,9 +29,9 @@ def cargohold(*args: str, env: dict[str, str] | None = None) -> subprocess.Compl
     )
 
 
-def test_immutable_tag_cannot_move_or_go(guarded: Cargohold) -> None:
+def test_immutable_tag_cannot_move_or_go(guarded: InProcessRegistry) -> None:
     first, second = make_image(), make_image()
-    with httpx.Client(base_url=guarded.url) as c:
+    with guarded.client() as c:
         push_image(c, "prod/app", first, "v1")
         # Pushing the same content again is fine; moving the tag is not.
         push_image(c, "prod/app", first, "v1")
@@ -62,9 +61,9 @@ def test_immutable_tag_cannot_move_or_go(guarded: Cargohold) -> None:
         assert history == ["v1"]
 
 
-def test_repository_delete(guarded: Cargohold) -> None:
+def test_repository_delete(guarded: InProcessRegistry) -> None:
     shared = make_image()
-    with httpx.Client(base_url=guarded.url) as c:
+    with guarded.client() as c:
         push_image(c, "team/old", shared, "latest")
         push_image(c, "team/keep", shared, "latest")
         location = c.post("/v2/team/old/blobs/uploads/").headers["location"]
@@ -74,7 +73,7 @@ def test_repository_delete(guarded: Cargohold) -> None:
     result = cargohold("repo", "rm", "team/old", "--data", data, env=env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "deleted team/old: 1 tag(s), 1 manifest(s), 1 upload session(s)"
-    with httpx.Client(base_url=guarded.url) as c:
+    with guarded.client() as c:
         gone = c.get("/v2/team/old/tags/list")
         assert gone.status_code == 404
         assert error_code(gone) == "NAME_UNKNOWN"
@@ -94,8 +93,8 @@ def test_repository_delete(guarded: Cargohold) -> None:
     assert "invalid repository name" in bad.stderr
 
 
-def test_repository_delete_respects_immutable_tags(guarded: Cargohold) -> None:
-    with httpx.Client(base_url=guarded.url) as c:
+def test_repository_delete_respects_immutable_tags(guarded: InProcessRegistry) -> None:
+    with guarded.client() as c:
         push_image(c, "prod/web", make_image(), "v2")
     env = {"CARGOHOLD_IMMUTABLE_TAGS": "prod/*:v*"}
     refused = cargohold("repo", "rm", "prod/web", "--data", str(guarded.data), env=env)

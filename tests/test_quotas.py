@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.inprocess import InProcessRegistry
 from tests.support.oci import OCI_MANIFEST, canonical, descriptor, error_code, sha256, with_query
-from tests.support.servers import Cargohold
 from tests.support.store import assert_store_consistent
 
 KIB = 1024
@@ -21,8 +21,8 @@ QUOTAS = [{"repositories": "small/*", "limit": "100KiB"}, {"namespace": "team", 
 
 
 @pytest.fixture
-def limited(cargohold_with: Callable[[dict[str, str]], Cargohold]) -> Cargohold:
-    return cargohold_with({"CARGOHOLD_QUOTAS": json.dumps(QUOTAS)})
+def limited(registry_app_with: Callable[[dict[str, str]], InProcessRegistry]) -> InProcessRegistry:
+    return registry_app_with({"CARGOHOLD_QUOTAS": json.dumps(QUOTAS)})
 
 
 def upload(c: httpx.Client, repo: str, data: bytes) -> httpx.Response:
@@ -30,9 +30,9 @@ def upload(c: httpx.Client, repo: str, data: bytes) -> httpx.Response:
     return c.put(with_query(location, digest=sha256(data)), content=data)
 
 
-def test_repository_quota(limited: Cargohold) -> None:
+def test_repository_quota(limited: InProcessRegistry) -> None:
     first, second = os.urandom(60 * KIB), os.urandom(60 * KIB)
-    with httpx.Client(base_url=limited.url) as c:
+    with limited.client() as c:
         assert upload(c, "small/app", first).status_code == 201
         # The same blob again counts once.
         assert upload(c, "small/app", first).status_code == 201
@@ -51,9 +51,9 @@ def test_repository_quota(limited: Cargohold) -> None:
     assert not any((limited.data / "uploads").iterdir())
 
 
-def test_namespace_quota_counts_shared_blobs_once(limited: Cargohold) -> None:
+def test_namespace_quota_counts_shared_blobs_once(limited: InProcessRegistry) -> None:
     shared, extra, more = os.urandom(70 * KIB), os.urandom(70 * KIB), os.urandom(20 * KIB)
-    with httpx.Client(base_url=limited.url) as c:
+    with limited.client() as c:
         assert upload(c, "team/a", shared).status_code == 201
         # Mounting (or pushing) the same blob into a sibling repository adds nothing to the namespace.
         mounted = c.post("/v2/team/b/blobs/uploads/", params={"mount": sha256(shared), "from": "team/a"})
@@ -65,9 +65,9 @@ def test_namespace_quota_counts_shared_blobs_once(limited: Cargohold) -> None:
         assert upload(c, "elsewhere/c", more).status_code == 201
 
 
-def test_over_quota_repository_refuses_new_uploads_and_manifests(limited: Cargohold, tmp_path: Path) -> None:
+def test_over_quota_repository_refuses_new_uploads_and_manifests(limited: InProcessRegistry, tmp_path: Path) -> None:
     config, layer = b'{"architecture":"amd64","os":"linux"}', os.urandom(90 * KIB)
-    with httpx.Client(base_url=limited.url) as c:
+    with limited.client() as c:
         assert upload(c, "small/full", config).status_code == 201
         assert upload(c, "small/full", layer).status_code == 201
     # The operator lowers the quota below what the repository already holds.
@@ -83,7 +83,7 @@ def test_over_quota_repository_refuses_new_uploads_and_manifests(limited: Cargoh
             "layers": [descriptor("application/vnd.oci.image.layer.v1.tar", layer)],
         }
     )
-    with httpx.Client(base_url=limited.url) as c:
+    with limited.client() as c:
         pushed = c.put("/v2/small/full/manifests/v1", content=manifest, headers={"content-type": OCI_MANIFEST})
         assert pushed.status_code == 403
         assert "holds 90.0 KiB, over its 50.0 KiB quota" in pushed.json()["errors"][0]["message"]

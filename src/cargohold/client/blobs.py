@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import hashlib
 import os
 import secrets
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import httpx
@@ -129,139 +130,6 @@ def _range_end(response: httpx.Response) -> int | None:
         return None
 
 
-async def upload_blob(
-    client: RegistryClient,
-    repo: str,
-    digest: str,
-    size: int,
-    opener: Opener,
-    tracker: Tracker,
-    *,
-    mount_from: str | None = None,
-) -> str:
-    """Upload one blob: "mounted" if cross-repository mount worked, else "uploaded".
-
-    Blobs up to `chunk_size` go in one PUT; bigger ones in PATCHes of `chunk_size`. After a
-    dropped connection or a 5xx, the upload status GET says how many bytes the registry has, and
-    the upload goes on from there; a session the registry lost starts over.
-    """
-    what = f"blob {digest}"
-    hasher = _Hasher(digest)
-    scopes = [push_scope(repo)] + ([pull_scope(mount_from)] if mount_from else [])
-    chunk = client.options.chunk_size
-    base = f"/v2/{repo}/blobs/uploads/"
-
-    async def start(mount: bool) -> str | None:
-        params = {"mount": digest, "from": mount_from} if mount and mount_from else None
-        response = await client.request("POST", base, scopes=scopes, params=params, headers={"content-length": "0"})
-        if response.status_code == 201 and params:
-            return None
-        check(response, f"start upload of {what} to {client.host}/{repo}")
-        return _location(response, client)
-
-    sessions = client.sessions
-    key = (client.host, repo, digest)
-    location: str | None = None
-    offset = 0
-    saved = sessions.get(*key) if sessions else None
-    if saved:  # a push that failed earlier left this session: go on from what the registry has
-        status = await _saved_status(client, saved, scopes)
-        if status is not None:
-            offset, location = status
-            await _prehash(opener, hasher, offset)
-            tracker.reset(offset)
-        elif sessions:
-            sessions.drop(*key)
-    if location is None:
-        location = await start(mount=True)
-        if location is None:
-            tracker.done("mounted")
-            return "mounted"
-
-    def remember(where: str) -> None:
-        if sessions:
-            sessions.put(*key, where)
-
-    def forget() -> None:
-        if sessions:
-            sessions.drop(*key)
-
-    remember(location)
-    failures = 0
-    need_status = False
-    while True:
-        try:
-            if need_status:
-                status = await _upload_status(client, location, scopes)
-                need_status = False
-                if status is None:  # the session is gone: maybe because it finished, else start again
-                    if await client.blob_size(repo, digest, scopes=scopes) == size:
-                        forget()
-                        tracker.done("pushed")
-                        return "uploaded"
-                    location, offset = await start(mount=False) or "", 0
-                else:
-                    offset, location = status
-                remember(location)
-                tracker.reset(offset)
-                continue
-            if offset == 0 and size <= chunk:
-                end = size
-                response = await client.request(
-                    "PUT",
-                    _with_digest(location, digest),
-                    scopes=scopes,
-                    headers={"content-type": "application/octet-stream", "content-length": str(size)},
-                    content=_limited(opener, 0, size, hasher, tracker, size, what),
-                    retry=False,
-                )
-                if response.status_code in (201, 204):
-                    forget()
-                    tracker.done("pushed")
-                    return "uploaded"
-                await _raise_or_retry(response, client, f"upload of {what}")
-            elif offset < size:
-                end = min(offset + chunk, size)
-                response = await client.request(
-                    "PATCH",
-                    location,
-                    scopes=scopes,
-                    headers={
-                        "content-type": "application/octet-stream",
-                        "content-range": f"{offset}-{end - 1}",
-                        "content-length": str(end - offset),
-                    },
-                    content=_limited(opener, offset, end, hasher, tracker, size, what),
-                    retry=False,
-                )
-                await _raise_or_retry(response, client, f"upload of {what}")
-                location = _location(response, client)
-                offset = _range_end(response) or end
-                remember(location)
-                failures = 0
-            else:
-                hasher.verify(what)
-                response = await client.request(
-                    "PUT", _with_digest(location, digest), scopes=scopes, headers={"content-length": "0"}, retry=False
-                )
-                if response.status_code in (201, 204):
-                    forget()
-                    tracker.done("pushed")
-                    return "uploaded"
-                await _raise_or_retry(response, client, f"finishing upload of {what}")
-        except IntegrityError:
-            forget()
-            with contextlib.suppress(ClientError, httpx.HTTPError):
-                await client.request("DELETE", location, scopes=scopes, retry=False)
-            raise
-        except (httpx.TransportError, ConnectionFailed, _SourceFailed, _Retry) as err:
-            failures += 1
-            if failures > client.options.retries:
-                raise ClientError(f"upload of {what} to {client.host}/{repo} failed: {describe(err)}") from None
-            await asyncio.sleep(retry_delay(failures - 1, client.options.backoff, getattr(err, "response", None)))
-            need_status = True
-
-
 async def _saved_status(client: RegistryClient, location: str, scopes: list[str]) -> tuple[int, str] | None:
     """The status of a remembered session; None if it is gone (or unreadable), waiting out a busy session."""
     for attempt in range(client.options.retries + 1):
@@ -318,6 +186,245 @@ async def _upload_status(client: RegistryClient, location: str, scopes: list[str
             location = _location(response, client)
         return offset, location
     return None
+
+
+class _State(enum.Enum):
+    """Where an upload stands; each state's handler does one step and names the next state."""
+
+    RESUME = enum.auto()  # a session an earlier push left behind: go on from what the registry has
+    MOUNT = enum.auto()  # POST ?mount=&from=: the registry may link the blob from another repository
+    START = enum.auto()  # POST a new upload session
+    SEND = enum.auto()  # the whole blob in one PUT, or the next chunk in a PATCH, from `offset`
+    FINISH = enum.auto()  # every byte is there: the final PUT ?digest= commits the blob
+    RECOVER = enum.auto()  # after an error: ask the registry for the session's offset, or start over
+    DONE = enum.auto()
+
+
+_Handler = Callable[[], Awaitable[_State]]
+# Errors after which the upload resumes from the registry's offset (until the retries run out).
+_RETRYABLE = (httpx.TransportError, ConnectionFailed, _SourceFailed, _Retry)
+
+
+class _Upload:
+    """What one blob upload knows: its session's location and offset, retries spent, the hash so far."""
+
+    def __init__(
+        self,
+        client: RegistryClient,
+        repo: str,
+        digest: str,
+        size: int,
+        opener: Opener,
+        tracker: Tracker,
+        mount_from: str | None,
+    ) -> None:
+        self.client, self.repo, self.digest, self.size = client, repo, digest, size
+        self.opener, self.tracker = opener, tracker
+        self.mount_from = mount_from or ""  # "": no repository to mount from
+        self.what = f"blob {digest}"
+        self.hasher = _Hasher(digest)
+        self.scopes = [push_scope(repo)] + ([pull_scope(self.mount_from)] if self.mount_from else [])
+        self.chunk = client.options.chunk_size
+        self.base = f"/v2/{repo}/blobs/uploads/"
+        self.key = (client.host, repo, digest)
+        self.location = ""
+        self.offset = 0
+        self.failures = 0
+        self.outcome = ""
+
+    async def run(self) -> str:
+        # Errors before a session exists propagate as they are; from then on they resume the upload.
+        handlers: dict[_State, _Handler] = {
+            _State.RESUME: self.resume,
+            _State.MOUNT: self.mount,
+            _State.START: self.start,
+            _State.SEND: self._retried(self.send),
+            _State.FINISH: self._retried(self.finish),
+            _State.RECOVER: self._retried(self.recover),
+        }
+        state = _State.RESUME
+        while state is not _State.DONE:
+            state = await handlers[state]()
+        return self.outcome
+
+    async def resume(self) -> _State:
+        sessions = self.client.sessions
+        saved = sessions.get(*self.key) if sessions else None
+        if saved:
+            status = await _saved_status(self.client, saved, self.scopes)
+            if status is not None:
+                self.offset, self.location = status
+                await _prehash(self.opener, self.hasher, self.offset)  # the digest check must cover those bytes too
+                self.tracker.reset(self.offset)
+                self._remember()
+                return self._next()
+            self._forget()
+        return _State.MOUNT if self.mount_from else _State.START
+
+    async def mount(self) -> _State:
+        response = await self._post({"mount": self.digest, "from": self.mount_from})
+        if response.status_code == 201:
+            self.tracker.done("mounted")
+            self.outcome = "mounted"
+            return _State.DONE
+        # No mount: the registry opened an ordinary upload session instead.
+        self.location = self._session(response)
+        self._remember()
+        return self._next()
+
+    async def start(self) -> _State:
+        self.location = self._session(await self._post(None))
+        self._remember()
+        return self._next()
+
+    async def send(self) -> _State:
+        if self.offset == 0 and self.size <= self.chunk:
+            return await self._put_whole()
+        return await self._patch_chunk()
+
+    async def _put_whole(self) -> _State:
+        response = await self.client.request(
+            "PUT",
+            _with_digest(self.location, self.digest),
+            scopes=self.scopes,
+            headers={"content-type": "application/octet-stream", "content-length": str(self.size)},
+            content=self._bytes(0, self.size),
+            retry=False,
+        )
+        if response.status_code in (201, 204):
+            return self._pushed()
+        await _raise_or_retry(response, self.client, f"upload of {self.what}")
+        return self._next()
+
+    async def _patch_chunk(self) -> _State:
+        end = min(self.offset + self.chunk, self.size)
+        response = await self.client.request(
+            "PATCH",
+            self.location,
+            scopes=self.scopes,
+            headers={
+                "content-type": "application/octet-stream",
+                "content-range": f"{self.offset}-{end - 1}",
+                "content-length": str(end - self.offset),
+            },
+            content=self._bytes(self.offset, end),
+            retry=False,
+        )
+        await _raise_or_retry(response, self.client, f"upload of {self.what}")
+        self.location = _location(response, self.client)
+        self.offset = _range_end(response) or end
+        self._remember()
+        self.failures = 0  # the retry budget is for failures in a row: this chunk went through
+        return self._next()
+
+    async def finish(self) -> _State:
+        self.hasher.verify(self.what)
+        response = await self.client.request(
+            "PUT",
+            _with_digest(self.location, self.digest),
+            scopes=self.scopes,
+            headers={"content-length": "0"},
+            retry=False,
+        )
+        if response.status_code in (201, 204):
+            return self._pushed()
+        await _raise_or_retry(response, self.client, f"finishing upload of {self.what}")
+        return self._next()
+
+    async def recover(self) -> _State:
+        status = await _upload_status(self.client, self.location, self.scopes)
+        if status is None:  # the session is gone: maybe because it finished, else start again
+            if await self.client.blob_size(self.repo, self.digest, scopes=self.scopes) == self.size:
+                return self._pushed()
+            self.location, self.offset = self._session(await self._post(None)), 0
+        else:
+            self.offset, self.location = status
+        self._remember()
+        self.tracker.reset(self.offset)
+        return self._next()
+
+    def _retried(self, handler: _Handler) -> _Handler:
+        """`handler`, with a failure sending the upload to RECOVER after a delay (or ending it)."""
+
+        async def guarded() -> _State:
+            try:
+                return await handler()
+            except IntegrityError:
+                await self._abandon()
+                raise
+            except _RETRYABLE as err:
+                await self._back_off(err)
+                return _State.RECOVER
+
+        return guarded
+
+    async def _back_off(self, err: Exception) -> None:
+        self.failures += 1
+        if self.failures > self.client.options.retries:
+            raise ClientError(
+                f"upload of {self.what} to {self.client.host}/{self.repo} failed: {describe(err)}"
+            ) from None
+        delay = retry_delay(self.failures - 1, self.client.options.backoff, getattr(err, "response", None))
+        await asyncio.sleep(delay)
+
+    async def _abandon(self) -> None:
+        """Bad bytes: no resuming this session, and the registry may drop what it holds of it."""
+        self._forget()
+        with contextlib.suppress(ClientError, httpx.HTTPError):
+            await self.client.request("DELETE", self.location, scopes=self.scopes, retry=False)
+
+    def _next(self) -> _State:
+        """SEND while bytes remain (a small blob, even an empty one, goes in one PUT), then FINISH."""
+        if (self.offset == 0 and self.size <= self.chunk) or self.offset < self.size:
+            return _State.SEND
+        return _State.FINISH
+
+    def _pushed(self) -> _State:
+        self._forget()
+        self.tracker.done("pushed")
+        self.outcome = "uploaded"
+        return _State.DONE
+
+    async def _post(self, params: dict[str, str] | None) -> httpx.Response:
+        return await self.client.request(
+            "POST", self.base, scopes=self.scopes, params=params, headers={"content-length": "0"}
+        )
+
+    def _session(self, response: httpx.Response) -> str:
+        """The location of the session a POST opened."""
+        check(response, f"start upload of {self.what} to {self.client.host}/{self.repo}")
+        return _location(response, self.client)
+
+    def _bytes(self, offset: int, end: int) -> AsyncIterator[bytes]:
+        return _limited(self.opener, offset, end, self.hasher, self.tracker, self.size, self.what)
+
+    def _remember(self) -> None:
+        # A push that fails for good can resume this session next time.
+        if self.client.sessions:
+            self.client.sessions.put(*self.key, self.location)
+
+    def _forget(self) -> None:
+        if self.client.sessions:
+            self.client.sessions.drop(*self.key)
+
+
+async def upload_blob(
+    client: RegistryClient,
+    repo: str,
+    digest: str,
+    size: int,
+    opener: Opener,
+    tracker: Tracker,
+    *,
+    mount_from: str | None = None,
+) -> str:
+    """Upload one blob: "mounted" if cross-repository mount worked, else "uploaded".
+
+    Blobs up to `chunk_size` go in one PUT; bigger ones in PATCHes of `chunk_size`. After a
+    dropped connection or a 5xx, the upload status GET says how many bytes the registry has, and
+    the upload goes on from there; a session the registry lost starts over.
+    """
+    return await _Upload(client, repo, digest, size, opener, tracker, mount_from).run()
 
 
 async def download_to_file(
