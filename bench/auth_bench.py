@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args(argv)
-    rounds, seconds = (1, 2) if args.quick else (args.rounds, args.seconds)
+    rounds, seconds = (1, 1) if args.quick else (args.rounds, args.seconds)
 
     with tempfile.TemporaryDirectory(prefix="auth-bench-") as tmp:
         work = Path(tmp)

@@ -258,8 +258,8 @@ def pull_window(port: int, tags: list[str], seconds: float, clients: int) -> dic
 
 
 def pull_main(args: argparse.Namespace) -> None:
-    blobs = args.blobs or (2_000 if args.quick else 20_000)
-    manifests = args.manifests or (400 if args.quick else 4_000)
+    blobs = args.blobs or (500 if args.quick else 20_000)
+    manifests = args.manifests or (100 if args.quick else 4_000)
     seconds = 1.0 if args.quick else args.seconds
     rounds = 1 if args.quick else args.rounds
     root = Path(tempfile.mkdtemp(prefix="cargohold-pull-gc-bench-"))

@@ -117,13 +117,17 @@ class Settings:
     transfer_rounds: int = 3
 
 
+# Just enough to prove every scenario runs and reports (the smoke test): not a measurement.
 QUICK = Settings(
-    blob_bytes=8 * MIB,
-    chunk_bytes=2 * MIB,
+    blob_bytes=4 * MIB,
+    chunk_bytes=1 * MIB,
+    parallel_uploads=4,
     parallel_blob_bytes=1 * MIB,
-    tag_count=200,
-    tag_writers=4,
-    seconds=2,
+    tag_count=50,
+    tag_writers=2,
+    seconds=1,
+    list_repeats=1,
+    page_size=20,
     transfer_rounds=1,
 )
 # Scenarios run in alternating rounds, and the figure each one sets.
@@ -1583,7 +1587,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         epilog="Exit status: 0 when every scenario ran on every target (goals missed do not count), "
         "1 when a scenario failed, 2 when setup failed, 130 when interrupted.",
     )
-    parser.add_argument("--quick", action="store_true", help="small sizes and 2 s load runs: a smoke run for tests")
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny sizes, 1 s load runs: proves every scenario runs, measures nothing"
+    )
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write every figure and detail as JSON")
     parser.add_argument(
         "--target",
@@ -1593,10 +1599,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="NAME=URL",
         help="measure this running registry instead of starting any (repeatable; the first two are compared)",
     )
-    parser.add_argument("--duration", type=int, metavar="SECONDS", help="seconds per load run (default 8, quick 2)")
-    parser.add_argument("--blob-mib", type=int, help="size of the upload/download blob (default 256, quick 8)")
-    parser.add_argument("--chunk-mib", type=int, help="PATCH size of the chunked upload (default 16, quick 2)")
-    parser.add_argument("--tags", type=int, help="tags to create and list (default 2000, quick 200)")
+    parser.add_argument("--duration", type=int, metavar="SECONDS", help="seconds per load run (default 8, quick 1)")
+    parser.add_argument("--blob-mib", type=int, help="size of the upload/download blob (default 256, quick 4)")
+    parser.add_argument("--chunk-mib", type=int, help="PATCH size of the chunked upload (default 16, quick 1)")
+    parser.add_argument("--tags", type=int, help="tags to create and list (default 2000, quick 50)")
     parser.add_argument("--rounds", type=int, help="rounds of each transfer, median reported (default 3, quick 1)")
     parser.add_argument(
         "--get-tool", choices=("wrk", "python"), default="wrk", help="load generator for manifest GET (default wrk)"
