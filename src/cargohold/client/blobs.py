@@ -283,18 +283,8 @@ class _Upload:
         return await self._patch_chunk()
 
     async def _put_whole(self) -> _State:
-        response = await self.client.request(
-            "PUT",
-            _with_digest(self.location, self.digest),
-            scopes=self.scopes,
-            headers={"content-type": "application/octet-stream", "content-length": str(self.size)},
-            content=self._bytes(0, self.size),
-            retry=False,
-        )
-        if response.status_code in (201, 204):
-            return self._pushed()
-        await _raise_or_retry(response, self.client, f"upload of {self.what}")
-        return self._next()
+        headers = {"content-type": "application/octet-stream", "content-length": str(self.size)}
+        return await self._final_put(headers, self._bytes(0, self.size), f"upload of {self.what}")
 
     async def _patch_chunk(self) -> _State:
         end = min(self.offset + self.chunk, self.size)
@@ -319,16 +309,21 @@ class _Upload:
 
     async def finish(self) -> _State:
         self.hasher.verify(self.what)
+        return await self._final_put({"content-length": "0"}, None, f"finishing upload of {self.what}")
+
+    async def _final_put(self, headers: dict[str, str], content: AsyncIterator[bytes] | None, what: str) -> _State:
+        """PUT ?digest=: commits the blob (with the whole body, or after the last chunk)."""
         response = await self.client.request(
             "PUT",
             _with_digest(self.location, self.digest),
             scopes=self.scopes,
-            headers={"content-length": "0"},
+            headers=headers,
+            content=content,
             retry=False,
         )
         if response.status_code in (201, 204):
             return self._pushed()
-        await _raise_or_retry(response, self.client, f"finishing upload of {self.what}")
+        await _raise_or_retry(response, self.client, what)
         return self._next()
 
     async def recover(self) -> _State:
