@@ -15,54 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..storage.events import EVENT_SCHEMA, Actor, AuditEvent, query_events, record_event
+from ..storage.events import Actor, AuditEvent, query_events, record_event
 from ..storage.sqlite import connect, write_transaction
 from .scopes import Grant
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS principal (
-    id INTEGER PRIMARY KEY,
-    name TEXT NOT NULL UNIQUE,
-    kind TEXT NOT NULL CHECK (kind IN ('user', 'robot')),
-    password_hash TEXT,
-    admin INTEGER NOT NULL DEFAULT 0,
-    description TEXT NOT NULL DEFAULT '',
-    created REAL NOT NULL,
-    expires REAL
-);
-CREATE TABLE IF NOT EXISTS group_member (
-    group_name TEXT NOT NULL,
-    principal_id INTEGER NOT NULL REFERENCES principal(id) ON DELETE CASCADE,
-    PRIMARY KEY (group_name, principal_id)
-);
--- subject: user:NAME, robot:NAME, group:NAME, authenticated, anonymous
-CREATE TABLE IF NOT EXISTS policy (
-    id INTEGER PRIMARY KEY,
-    subject TEXT NOT NULL,
-    pattern TEXT NOT NULL,
-    actions TEXT NOT NULL,
-    created REAL NOT NULL,
-    UNIQUE (subject, pattern)
-);
--- robot secrets, personal access tokens and refresh tokens; only a SHA-256 of each secret
-CREATE TABLE IF NOT EXISTS credential (
-    id INTEGER PRIMARY KEY,
-    principal_id INTEGER NOT NULL REFERENCES principal(id) ON DELETE CASCADE,
-    kind TEXT NOT NULL CHECK (kind IN ('robot', 'token', 'refresh')),
-    name TEXT NOT NULL,
-    secret_digest TEXT NOT NULL UNIQUE,
-    grants TEXT,
-    created REAL NOT NULL,
-    expires REAL,
-    revoked REAL,
-    last_used REAL
-);
-CREATE TABLE IF NOT EXISTS login_failure (
-    key TEXT PRIMARY KEY,
-    window_start REAL NOT NULL,
-    count INTEGER NOT NULL
-);
-"""
 
 # What a remembered login rests on: ("password", principal id, hash) or ("credential", id, "").
 Validity = tuple[str, int, str]
@@ -176,7 +131,7 @@ def _grants_from(text: str | None) -> tuple[Grant, ...] | None:
 
 class AuthStore:
     def __init__(self, path: Path) -> None:
-        self._db = connect(path, SCHEMA + EVENT_SCHEMA)
+        self._db = connect(path)
 
     def close(self) -> None:
         self._db.close()

@@ -17,6 +17,7 @@ from .. import __version__
 from ..config import Config, ConfigError, load_config
 from ..storage.blobstore import FilesystemBlobStore
 from ..storage.metadata import ImmutableTagError, SQLiteMetadataStore
+from ..storage.schema import SchemaError
 
 # Commands that live in other modules, imported only when one of them is named: `serve`
 # forks its workers from this process, and the client and the account tools would only add
@@ -97,6 +98,9 @@ def serve(
     port = listener.getsockname()[1]
     if port != config.port:  # port 0: the system chose one, and everything after must use it
         config.listen = f"{config.listen.rsplit(':', 1)[0]}:{port}"
+    from ..storage.sqlite import connect
+
+    connect(config.database_path).close()  # before any worker: the schema is current (or made), else refused
     from ..server import serve as run_server
 
     scheme = "https" if config.tls_cert or config.tls_dev else "http"
@@ -265,5 +269,49 @@ def repo_rm(name: str, config_file: Path | None, data: Path | None, force: bool)
     )
 
 
+@cli.group()
+def db() -> None:
+    """The metadata database's schema: see where it stands, upgrade it."""
+
+
+@db.command("upgrade")
+@config_option
+@data_option
+def db_upgrade(config_file: Path | None, data: Path | None) -> None:
+    """Apply every schema migration the database lacks (back it up first)."""
+    from ..storage.schema import upgrade
+
+    config = _config(config_file, data=data)
+    before, after = upgrade(config.database_path)
+    if before == after:
+        click.echo(f"{config.database_path}: already at revision {after}")
+    else:
+        click.echo(f"{config.database_path}: upgraded from {before or 'the schema before migrations'} to {after}")
+
+
+@db.command("current")
+@config_option
+@data_option
+def db_current(config_file: Path | None, data: Path | None) -> None:
+    """Print the database's schema revision; exit 1 if it is not the one this cargohold runs on."""
+    import sqlite3
+
+    from ..storage.schema import HEAD, is_empty, revision
+
+    config = _config(config_file, data=data)
+    if not config.database_path.exists():
+        raise click.ClickException(f"no registry data in {config.data.resolve()} (set --data or CARGOHOLD_DATA)")
+    with sqlite3.connect(config.database_path) as handle:
+        found = None if is_empty(handle) else revision(handle) or "before migrations"
+    handle.close()
+    click.echo(f"{config.database_path}: revision {found or 'none (empty)'}; this cargohold runs on {HEAD}")
+    if found != HEAD:
+        sys.exit(1)
+
+
 def main() -> None:
-    cli()
+    try:
+        cli()
+    except SchemaError as err:  # from any command that opens the database
+        click.echo(f"Error: {err}", err=True)
+        sys.exit(2)

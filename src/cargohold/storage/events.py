@@ -10,21 +10,6 @@ import sqlite3
 import time
 from dataclasses import dataclass
 
-EVENT_SCHEMA = """
-CREATE TABLE IF NOT EXISTS audit_event (
-    id INTEGER PRIMARY KEY,
-    at REAL NOT NULL,
-    actor TEXT NOT NULL,
-    action TEXT NOT NULL,
-    target TEXT NOT NULL,
-    outcome TEXT NOT NULL,
-    address TEXT NOT NULL,
-    request_id TEXT NOT NULL,
-    detail TEXT NOT NULL DEFAULT ''
-);
-CREATE INDEX IF NOT EXISTS audit_event_at ON audit_event(at);
-"""
-
 
 @dataclass(frozen=True, slots=True)
 class Actor:

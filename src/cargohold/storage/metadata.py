@@ -15,69 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..oci.rules import Quota
-from .events import EVENT_SCHEMA, Actor, prune_events, record_event
+from .events import Actor, prune_events, record_event
 from .sqlite import connect, write_transaction
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS repository (
-    name TEXT PRIMARY KEY,
-    created REAL NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS blob (
-    digest TEXT PRIMARY KEY,
-    size INTEGER NOT NULL,
-    created REAL NOT NULL,
-    last_touched REAL NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS repository_blob (
-    repo TEXT NOT NULL,
-    digest TEXT NOT NULL REFERENCES blob(digest),
-    created REAL NOT NULL,
-    PRIMARY KEY (repo, digest)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS repository_blob_digest ON repository_blob(digest);
-CREATE TABLE IF NOT EXISTS manifest (
-    repo TEXT NOT NULL,
-    digest TEXT NOT NULL,
-    media_type TEXT NOT NULL,
-    artifact_type TEXT,
-    subject TEXT,
-    size INTEGER NOT NULL,
-    payload BLOB NOT NULL,
-    created REAL NOT NULL,
-    PRIMARY KEY (repo, digest)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS manifest_subject ON manifest(repo, subject) WHERE subject IS NOT NULL;
-CREATE TABLE IF NOT EXISTS manifest_ref (
-    repo TEXT NOT NULL,
-    manifest TEXT NOT NULL,
-    child TEXT NOT NULL,
-    kind TEXT NOT NULL CHECK (kind IN ('config', 'layer', 'manifest')),
-    PRIMARY KEY (repo, manifest, child, kind)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS manifest_ref_child ON manifest_ref(child);
-CREATE TABLE IF NOT EXISTS tag (
-    repo TEXT NOT NULL,
-    name TEXT NOT NULL,
-    digest TEXT NOT NULL,
-    updated REAL NOT NULL,
-    PRIMARY KEY (repo, name)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS tag_digest ON tag(repo, digest);
-CREATE TABLE IF NOT EXISTS tag_event (
-    id INTEGER PRIMARY KEY,
-    repo TEXT NOT NULL,
-    name TEXT NOT NULL,
-    old_digest TEXT,
-    new_digest TEXT,
-    at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS upload (
-    id TEXT PRIMARY KEY,
-    repo TEXT NOT NULL,
-    started REAL NOT NULL
-) WITHOUT ROWID;
-"""
 
 _LINKED_BLOB_SIZE = (
     "SELECT b.size, b.last_touched FROM repository_blob rb JOIN blob b ON b.digest = rb.digest "
@@ -147,7 +86,7 @@ class MissingReferences(Exception):
 class SQLiteMetadataStore:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self._db = connect(self.path, SCHEMA + EVENT_SCHEMA)
+        self._db = connect(self.path)
 
     def close(self) -> None:
         self._db.close()

@@ -7,16 +7,22 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from .schema import ensure_current
 
-def connect(path: Path, schema: str) -> sqlite3.Connection:
-    """A connection in autocommit mode (transactions are explicit, reads take no lock), WAL."""
+
+def connect(path: Path) -> sqlite3.Connection:
+    """A connection in autocommit mode (transactions are explicit, reads take no lock), WAL, to a
+    database at the schema this code is written for (`schema.ensure_current`)."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
     db.execute("PRAGMA foreign_keys=ON")
-    # executescript commits on its own, so it runs outside an explicit transaction.
-    db.executescript(schema)
+    try:
+        ensure_current(db, Path(path))
+    except BaseException:
+        db.close()
+        raise
     return db
 
 

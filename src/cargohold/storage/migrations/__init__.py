@@ -1,0 +1,1 @@
+"""Alembic migrations of the metadata database: `versions/` holds one revision per schema change."""

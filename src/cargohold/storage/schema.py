@@ -1,0 +1,90 @@
+"""The metadata database's schema revision.
+
+Every open checks it with one query and no Alembic import, so a server start stays fast. An
+empty database is brought to the newest revision on first use; a database at another revision
+is refused with the command that upgrades it (`cargohold db upgrade`), because running code on a
+schema it was not written for is how data gets lost. Upgrades run through Alembic
+(`migrations/`), one process at a time (a lock file beside the database).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import sqlite3
+from pathlib import Path
+
+# The newest revision in migrations/versions (revisions are 4-digit numbers, so they sort);
+# tests/test_migrations.py holds it to Alembic's head.
+HEAD = "0001"
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+class SchemaError(Exception):
+    """The database is at a revision this code cannot run on; the message says what to do."""
+
+
+def revision(db: sqlite3.Connection) -> str | None:
+    """The database's revision; None for one made before migrations existed, or empty."""
+    try:
+        row = db.execute("SELECT version_num FROM alembic_version").fetchone()
+    except sqlite3.OperationalError as err:
+        if "no such table" in str(err):
+            return None
+        raise
+    return str(row[0]) if row else None
+
+
+def is_empty(db: sqlite3.Connection) -> bool:
+    count: int = db.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table'").fetchone()[0]
+    return count == 0
+
+
+def ensure_current(db: sqlite3.Connection, path: Path) -> None:
+    """Return if `db` is at HEAD; make an empty database current; otherwise refuse."""
+    found = revision(db)
+    if found == HEAD:
+        return
+    if found is None and is_empty(db):
+        upgrade(path, only_if_empty=True)  # or another process just did
+        found = revision(db)
+        if found == HEAD:
+            return
+    raise SchemaError(refusal(path, found))
+
+
+def refusal(path: Path, found: str | None) -> str:
+    if found is None or found < HEAD:
+        was = f"revision {found}" if found else "the schema from before migrations"
+        return (
+            f"the database {path} has {was}; this cargohold needs revision {HEAD}: "
+            f"back it up, then run `cargohold db upgrade --data {path.parent}`"
+        )
+    return (
+        f"the database {path} has revision {found}, newer than this cargohold knows ({HEAD}): "
+        "run the cargohold that upgraded it, or restore the backup taken before"
+    )
+
+
+def upgrade(path: Path, only_if_empty: bool = False) -> tuple[str | None, str]:
+    """Bring the database to HEAD; returns (revision before, revision after)."""
+    from alembic import command
+    from alembic.config import Config
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".migrating"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be migrating the same database
+        with sqlite3.connect(path) as db:
+            before, empty = revision(db), is_empty(db)
+        db.close()
+        if before == HEAD or (only_if_empty and not empty):
+            return before, before or ""
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        config.set_main_option("sqlalchemy.url", f"sqlite:///{path}")
+        command.upgrade(config, "head")
+    with sqlite3.connect(path) as db:
+        after = revision(db)
+    db.close()
+    if after != HEAD:
+        raise SchemaError(f"the upgrade of {path} ended at revision {after}, not {HEAD}")
+    return before, after
