@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the test suite drives: the reference registry, real clients
-# (docker engine, skopeo, podman, buildah, umoci) and the load generator used by bench/.
+# (docker engine, skopeo, podman, buildah, umoci), PostgreSQL (the tests start their own server
+# with initdb and pg_ctl) and the load generator used by bench/.
 # Idempotent: does nothing when every tool is already present.
 set -euo pipefail
 
 packages=(docker-registry skopeo umoci jq curl wrk buildah podman runc uidmap conmon
-          catatonit containernetworking-plugins docker.io busybox-static)
+          catatonit containernetworking-plugins docker.io busybox-static postgresql)
 tools=(docker-registry skopeo umoci jq curl wrk buildah podman runc dockerd busybox)
 
 missing=0
@@ -13,6 +14,7 @@ for tool in "${tools[@]}"; do
   command -v "$tool" >/dev/null 2>&1 || missing=1
 done
 [ -x /usr/bin/docker ] || missing=1
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing=1
 [ "$missing" = 0 ] && exit 0
 
 if [ "$(id -u)" != 0 ]; then

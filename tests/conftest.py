@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -10,6 +12,7 @@ import pytest
 from tests.support.auth import SecureRegistry
 from tests.support.clients import ContainersTools, Dockerd
 from tests.support.inprocess import InProcessRegistry
+from tests.support.postgres import PostgresServer
 from tests.support.servers import Cargohold, Distribution, ServerProcess
 
 
@@ -89,6 +92,22 @@ def secure_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secure
     server.start()
     yield SecureRegistry(server)
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One PostgreSQL server for the session (initdb + pg_ctl on a loopback port of its own);
+    each test takes a database of its own with `create_database()`."""
+    # Not under pytest's temporary directory: as root the server runs as `postgres`, which may
+    # not enter pytest-of-root (mode 700).
+    workdir = Path(tempfile.mkdtemp(prefix="cargohold-pg-"))
+    server = PostgresServer(workdir)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

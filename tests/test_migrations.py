@@ -17,8 +17,9 @@ import pytest
 from alembic.script import ScriptDirectory
 
 from cargohold.storage.metadata import SQLiteMetadataStore
-from cargohold.storage.schema import HEAD, MIGRATIONS, SchemaError
+from cargohold.storage.schema import HEAD, MIGRATIONS, SchemaError, current_revision, sqlalchemy_url, upgrade_url
 from tests.support.oci import make_image, push_image
+from tests.support.postgres import PostgresServer
 from tests.support.servers import Cargohold
 
 # Made by cargohold at fd5fa69, the last commit before migrations: repository legacy/app with
@@ -123,3 +124,40 @@ def test_processes_opening_a_new_database_at_once_make_one_schema(tmp_path: Path
     with ProcessPoolExecutor(max_workers=6) as pool:
         assert all(pool.map(_open, [str(database)] * 6))
     assert versions(database) == [HEAD]
+
+
+def test_postgresql_gets_the_same_tables(postgres: PostgresServer) -> None:
+    import psycopg
+
+    url = postgres.create_database()
+    assert current_revision(url) is None
+    # Replicas starting at once take turns (processes: Alembic's context is one per process).
+    with ProcessPoolExecutor(max_workers=3) as pool:
+        results = list(pool.map(upgrade_url, [url] * 3))
+    assert None in [before for before, _ in results]
+    assert {after for _, after in results} == {HEAD}
+    with psycopg.connect(url) as db:
+        assert [row[0] for row in db.execute("SELECT version_num FROM alembic_version")] == [HEAD]
+        tables = {row[0] for row in db.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
+        sqlite_tables = set()
+        with sqlite3.connect(":memory:") as memory:
+            for statement in _sqlite_statements():
+                memory.execute(statement)
+            sqlite_tables = {row[0] for row in memory.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        assert tables - {"alembic_version"} == sqlite_tables
+        # The constraints came along: sizes are 64-bit, a reference kind is checked.
+        db.execute("INSERT INTO blob VALUES ('sha256:x', %s, 0, 0)", (1 << 40,))
+        with pytest.raises(psycopg.errors.CheckViolation):
+            db.execute("INSERT INTO manifest_ref VALUES ('r', 'm', 'c', 'nonsense')")
+    assert sqlalchemy_url(url).startswith("postgresql+psycopg://")
+
+
+def _sqlite_statements() -> list[str]:
+    import importlib.util
+
+    path = MIGRATIONS / "versions" / "0001_initial_schema.py"
+    spec = importlib.util.spec_from_file_location("revision_0001", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return list(module.SQLITE)

@@ -66,10 +66,7 @@ def refusal(path: Path, found: str | None) -> str:
 
 
 def upgrade(path: Path, only_if_empty: bool = False) -> tuple[str | None, str]:
-    """Bring the database to HEAD; returns (revision before, revision after)."""
-    from alembic import command
-    from alembic.config import Config
-
+    """Bring the SQLite database at `path` to HEAD; returns (revision before, revision after)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_name(path.name + ".migrating"), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be migrating the same database
@@ -78,13 +75,40 @@ def upgrade(path: Path, only_if_empty: bool = False) -> tuple[str | None, str]:
         db.close()
         if before == HEAD or (only_if_empty and not empty):
             return before, before or ""
-        config = Config()
-        config.set_main_option("script_location", str(MIGRATIONS))
-        config.set_main_option("sqlalchemy.url", f"sqlite:///{path}")
-        command.upgrade(config, "head")
-    with sqlite3.connect(path) as db:
-        after = revision(db)
-    db.close()
+        return upgrade_url(f"sqlite:///{path}")
+
+
+def upgrade_url(url: str) -> tuple[str | None, str]:
+    """Bring the database at an SQLAlchemy URL (sqlite:///PATH, postgresql://...) to HEAD;
+    PostgreSQL upgrades take turns through an advisory lock (`migrations/env.py`)."""
+    from alembic import command
+    from alembic.config import Config
+
+    url = sqlalchemy_url(url)
+    before = current_revision(url)
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("sqlalchemy.url", url)
+    command.upgrade(config, "head")
+    after = current_revision(url)
     if after != HEAD:
-        raise SchemaError(f"the upgrade of {path} ended at revision {after}, not {HEAD}")
+        raise SchemaError(f"the upgrade ended at revision {after}, not {HEAD}")
     return before, after
+
+
+def current_revision(url: str) -> str | None:
+    """The revision of the database at `url`, through Alembic (for any backend)."""
+    from alembic.runtime.migration import MigrationContext
+    from sqlalchemy import create_engine
+
+    engine = create_engine(sqlalchemy_url(url))
+    try:
+        with engine.connect() as connection:
+            return MigrationContext.configure(connection).get_current_revision()
+    finally:
+        engine.dispose()
+
+
+def sqlalchemy_url(url: str) -> str:
+    """postgresql:// means psycopg 3 here (SQLAlchemy's default driver would be psycopg2)."""
+    return "postgresql+psycopg://" + url.removeprefix("postgresql://") if url.startswith("postgresql://") else url
