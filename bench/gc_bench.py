@@ -43,7 +43,8 @@ from typing import Any
 from cargohold.lifecycle.gc import collect_garbage
 from cargohold.oci.digest import Digest
 from cargohold.storage.blobstore import FilesystemBlobStore
-from cargohold.storage.metadata import ManifestRecord, SQLiteMetadataStore
+from cargohold.storage.metadata import SQLiteMetadataStore
+from cargohold.storage.records import ManifestRecord
 from registry_bench import ManagedServer, cargohold_server
 
 TARGET_SECONDS = 30.0

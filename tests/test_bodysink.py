@@ -16,7 +16,8 @@ import pytest
 
 from cargohold.registry.http import IncompleteBody, Request
 from cargohold.services.bodysink import BATCH_BYTES, STREAMING_SWITCH_INTERVAL, BodyStreams, WriteBudget, sink
-from cargohold.storage.uploadfile import StorageFullError, UploadWriter
+from cargohold.storage.records import StorageFullError
+from cargohold.storage.uploadfile import UploadWriter
 
 
 def random_chunks(seed: int, total: int) -> list[bytes]:

@@ -11,7 +11,8 @@ import threading
 import pytest
 
 from cargohold.oci.digest import Digest
-from cargohold.storage.blobstore import FilesystemBlobStore, UploadBusyError
+from cargohold.storage.blobstore import FilesystemBlobStore
+from cargohold.storage.records import UploadBusyError
 
 
 def upload(store: FilesystemBlobStore, upload_id: str, data: bytes) -> None:

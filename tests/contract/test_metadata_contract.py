@@ -14,13 +14,8 @@ import pytest
 
 from cargohold.oci.rules import Quota
 from cargohold.storage.events import Actor
-from cargohold.storage.metadata import (
-    ImmutableTagError,
-    ManifestRecord,
-    MissingReferences,
-    QuotaExceededError,
-    SQLiteMetadataStore,
-)
+from cargohold.storage.metadata import SQLiteMetadataStore
+from cargohold.storage.records import ImmutableTagError, ManifestRecord, MissingReferences, QuotaExceededError
 from tests.contract.conftest import OpenMetadata
 
 ACTOR = Actor("contract", "-", "test")

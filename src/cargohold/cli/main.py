@@ -15,8 +15,9 @@ import click
 
 from .. import __version__
 from ..config import Config, ConfigError, load_config
-from ..storage.blobstore import FilesystemBlobStore
-from ..storage.metadata import ImmutableTagError, SQLiteMetadataStore
+from ..storage.backends import open_blob_store, open_metadata
+from ..storage.interfaces import BlobStore, MetadataStore
+from ..storage.records import ImmutableTagError
 from ..storage.schema import SchemaError
 
 # Commands that live in other modules, imported only when one of them is named: `serve`
@@ -61,10 +62,10 @@ def _config(config_file: Path | None, **overrides: Any) -> Config:
         raise click.ClickException(str(err)) from None
 
 
-def _stores(config: Config) -> tuple[SQLiteMetadataStore, FilesystemBlobStore]:
+def _stores(config: Config) -> tuple[MetadataStore, BlobStore]:
     if not config.database_path.exists():
         raise click.ClickException(f"no registry data in {config.data.resolve()} (set --data or CARGOHOLD_DATA)")
-    return SQLiteMetadataStore(config.database_path), FilesystemBlobStore(config.data, fsync=config.fsync)
+    return open_metadata(config.database_path), open_blob_store(config.data, fsync=config.fsync)
 
 
 @cli.command()
@@ -98,9 +99,8 @@ def serve(
     port = listener.getsockname()[1]
     if port != config.port:  # port 0: the system chose one, and everything after must use it
         config.listen = f"{config.listen.rsplit(':', 1)[0]}:{port}"
-    from ..storage.sqlite import connect
-
-    connect(config.database_path).close()  # before any worker: the schema is current (or made), else refused
+    # Before any worker starts: the schema is current (a new database is made so), else refused.
+    open_metadata(config.database_path).close()
     from ..server import serve as run_server
 
     scheme = "https" if config.tls_cert or config.tls_dev else "http"

@@ -16,8 +16,7 @@ from dataclasses import dataclass, field
 
 from ..oci.digest import Digest
 from ..oci.errors import RegistryError
-from ..storage.blobstore import FilesystemBlobStore
-from ..storage.metadata import SQLiteMetadataStore
+from ..storage.interfaces import BlobStore, MetadataStore
 
 BATCH = 500
 
@@ -43,8 +42,8 @@ class GCReport:
 
 
 def collect_garbage(
-    meta: SQLiteMetadataStore,
-    store: FilesystemBlobStore,
+    meta: MetadataStore,
+    store: BlobStore,
     grace: float,
     dry_run: bool = False,
     now: float | None = None,

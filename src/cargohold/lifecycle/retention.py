@@ -5,11 +5,11 @@ from __future__ import annotations
 import time
 
 from ..oci.rules import RetentionPolicy, TagRule, first_policy, protecting_rule
-from ..storage.metadata import SQLiteMetadataStore
+from ..storage.interfaces import MetadataStore
 
 
 def apply_retention(
-    meta: SQLiteMetadataStore,
+    meta: MetadataStore,
     policies: tuple[RetentionPolicy, ...],
     immutable: tuple[TagRule, ...] = (),
     dry_run: bool = False,

@@ -11,8 +11,8 @@ from concurrent.futures import Executor
 
 from ..config import Config
 from ..oci.rules import TagRule
-from ..storage.blobstore import FilesystemBlobStore
-from ..storage.metadata import SQLiteMetadataStore
+from ..storage.backends import open_metadata
+from ..storage.interfaces import BlobStore, MetadataStore
 from .gc import collect_garbage
 from .retention import apply_retention
 from .uploads import expire_uploads
@@ -22,16 +22,14 @@ log = logging.getLogger("cargohold.registry")
 # restarting registry first serves the clients waiting for it.
 FIRST_RUN_DELAY = 5.0
 
-Job = Callable[[SQLiteMetadataStore], None]
+Job = Callable[[MetadataStore], None]
 
 
 class Maintenance:
     """Schedules the jobs the config asks for. Every worker process schedules them; a lock file
     per job lets one process run it at a time, so N workers do not collect garbage N times over."""
 
-    def __init__(
-        self, config: Config, blobs: FilesystemBlobStore, immutable_tags: tuple[TagRule, ...], pool: Executor
-    ) -> None:
+    def __init__(self, config: Config, blobs: BlobStore, immutable_tags: tuple[TagRule, ...], pool: Executor) -> None:
         self.config = config
         self.blobs = blobs
         self.immutable_tags = immutable_tags
@@ -59,7 +57,7 @@ class Maintenance:
                     fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
                     return  # another worker is running it right now
-                meta = SQLiteMetadataStore(self.config.database_path)
+                meta = open_metadata(self.config.database_path)
                 try:
                     job(meta)
                 finally:
@@ -74,21 +72,21 @@ class Maintenance:
                 log.exception("maintenance job %s failed", job.__name__)
             await asyncio.sleep(interval)
 
-    def expire_uploads(self, meta: SQLiteMetadataStore) -> None:
+    def expire_uploads(self, meta: MetadataStore) -> None:
         expired = expire_uploads(meta, self.blobs, self.config.upload_max_age)
         if expired:
             log.info("expired %d abandoned upload session(s)", len(expired))
 
-    def prune_audit(self, meta: SQLiteMetadataStore) -> None:
+    def prune_audit(self, meta: MetadataStore) -> None:
         pruned = meta.prune_audit(self.config.audit_retention)
         if pruned:
             log.info("pruned %d audit event(s) older than the audit retention", pruned)
 
-    def retain(self, meta: SQLiteMetadataStore) -> None:
+    def retain(self, meta: MetadataStore) -> None:
         for repo, tags in apply_retention(meta, self.config.retention, self.immutable_tags).items():
             log.info("retention deleted %d tag(s) of %s: %s", len(tags), repo, ", ".join(tags))
 
-    def collect_garbage(self, meta: SQLiteMetadataStore) -> None:
+    def collect_garbage(self, meta: MetadataStore) -> None:
         report = collect_garbage(meta, self.blobs, self.config.gc_grace, untagged_age=self.config.gc_untagged_age)
         if report.manifests or report.blobs or report.orphan_files:
             log.info("garbage collection %s", report.summary())

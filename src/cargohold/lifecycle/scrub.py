@@ -6,8 +6,7 @@ import hashlib
 from dataclasses import dataclass, field
 
 from ..oci.digest import Digest
-from ..storage.blobstore import FilesystemBlobStore
-from ..storage.metadata import SQLiteMetadataStore
+from ..storage.interfaces import BlobStore, MetadataStore
 
 _CHUNK = 1 << 20
 
@@ -26,7 +25,7 @@ class ScrubReport:
         return not (self.corrupt or self.wrong_size or self.missing)
 
 
-def _hash_file(store: FilesystemBlobStore, digest: Digest) -> str:
+def _hash_file(store: BlobStore, digest: Digest) -> str:
     hasher = hashlib.new(digest.algorithm)
     with open(store.blob_path(digest), "rb") as f:
         while chunk := f.read(_CHUNK):
@@ -34,7 +33,7 @@ def _hash_file(store: FilesystemBlobStore, digest: Digest) -> str:
     return hasher.hexdigest()
 
 
-def scrub(meta: SQLiteMetadataStore, store: FilesystemBlobStore) -> ScrubReport:
+def scrub(meta: MetadataStore, store: BlobStore) -> ScrubReport:
     """Check every recorded blob against its file. Unrecorded files are listed, not judged:
     an upload finishing right now writes its file just before its record.
 

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import time
 
-from ..storage.blobstore import FilesystemBlobStore, UploadBusyError
-from ..storage.metadata import SQLiteMetadataStore
+from ..storage.interfaces import BlobStore, MetadataStore
+from ..storage.records import UploadBusyError
 
 
-def expire_uploads(
-    meta: SQLiteMetadataStore, store: FilesystemBlobStore, max_age: float, now: float | None = None
-) -> list[str]:
+def expire_uploads(meta: MetadataStore, store: BlobStore, max_age: float, now: float | None = None) -> list[str]:
     """Remove sessions that received nothing for `max_age` seconds; returns their ids.
 
     A session some request is writing to right now is locked and left alone, however old.

@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from ..oci.rules import Quota
-from ..storage.blobstore import FilesystemBlobStore
 from ..storage.events import Actor
-from ..storage.metadata import ImmutableRule, SQLiteMetadataStore
+from ..storage.interfaces import BlobStore, MetadataStore
+from ..storage.records import ImmutableRule
 
 
-def usage_report(meta: SQLiteMetadataStore, quotas: tuple[Quota, ...]) -> list[dict[str, Any]]:
+def usage_report(meta: MetadataStore, quotas: tuple[Quota, ...]) -> list[dict[str, Any]]:
     """Bytes of unique stored blobs per repository and per quota'd namespace, with their limits."""
     rows: list[dict[str, Any]] = []
     for name in meta.all_repositories():
@@ -37,8 +37,8 @@ def usage_report(meta: SQLiteMetadataStore, quotas: tuple[Quota, ...]) -> list[d
 
 
 def delete_repository(
-    meta: SQLiteMetadataStore,
-    store: FilesystemBlobStore,
+    meta: MetadataStore,
+    store: BlobStore,
     name: str,
     immutable: ImmutableRule | None,
     actor: Actor | None = None,

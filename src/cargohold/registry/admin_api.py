@@ -24,7 +24,7 @@ from ..oci.jsontext import JSONTextError, load_json
 from ..oci.names import validate_name
 from ..services import Services
 from ..storage.events import Actor
-from ..storage.metadata import ImmutableTagError
+from ..storage.records import ImmutableTagError
 from .access import Gate, actor_of
 from .http import Request, Responder
 from .openapi import openapi_document

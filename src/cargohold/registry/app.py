@@ -17,7 +17,7 @@ from ..lifecycle.scheduler import Maintenance
 from ..oci.errors import RegistryError
 from ..oci.names import validate_name
 from ..services import Services
-from ..storage.blobstore import StorageFullError
+from ..storage.records import StorageFullError
 from . import admin_api, token_endpoint
 from .access import OPEN, Gate
 from .accesslog import AccessLog

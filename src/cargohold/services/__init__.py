@@ -9,8 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from ..config import Config
 from ..oci.rules import parse_rules
-from ..storage.blobstore import FilesystemBlobStore
-from ..storage.metadata import SQLiteMetadataStore
+from ..storage.backends import open_blob_store, open_metadata
 from .blobs import BlobService
 from .manifests import ManifestService
 from .uploads import UploadService
@@ -21,8 +20,8 @@ class Services:
 
     def __init__(self, config: Config) -> None:
         config.data.mkdir(parents=True, exist_ok=True)
-        self.meta = SQLiteMetadataStore(config.database_path)
-        self.store = FilesystemBlobStore(config.data, fsync=config.fsync)
+        self.meta = open_metadata(config.database_path)
+        self.store = open_blob_store(config.data, fsync=config.fsync)
         # Threads that write upload batches while the event loop receives and hashes.
         self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="upload")
         self.immutable_tags = parse_rules(config.immutable_tags)

@@ -9,9 +9,8 @@ from pathlib import Path
 
 from ..oci.digest import Digest
 from ..oci.errors import ErrorCode, RegistryError
-from ..storage.blobstore import FilesystemBlobStore
 from ..storage.events import Actor
-from ..storage.metadata import SQLiteMetadataStore
+from ..storage.interfaces import BlobStore, MetadataStore
 
 log = logging.getLogger("cargohold.registry")
 
@@ -24,7 +23,7 @@ class StoredBlob:
 
 
 class BlobService:
-    def __init__(self, meta: SQLiteMetadataStore, blobs: FilesystemBlobStore, gc_grace: float) -> None:
+    def __init__(self, meta: MetadataStore, blobs: BlobStore, gc_grace: float) -> None:
         self.meta = meta
         self.blobs = blobs
         self.gc_grace = gc_grace

@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import Executor
 from contextlib import contextmanager
 
-from ..storage.blobstore import UploadWriter
+from ..storage.interfaces import UploadHandle
 
 BATCH_BYTES = 1 << 20
 WRITES_IN_FLIGHT = 2
@@ -102,7 +102,7 @@ class _OrderedWrites:
     pool work, so a long upload cannot hold a thread (and starve the others) to the end.
     """
 
-    def __init__(self, writer: UploadWriter, pool: Executor, budget: WriteBudget) -> None:
+    def __init__(self, writer: UploadHandle, pool: Executor, budget: WriteBudget) -> None:
         self._writer = writer
         self._pool = pool
         self._budget = budget
@@ -168,7 +168,7 @@ class _OrderedWrites:
 
 
 async def sink(
-    chunks: AsyncIterator[bytes], writer: UploadWriter, hasher: hashlib._Hash, pool: Executor, budget: WriteBudget
+    chunks: AsyncIterator[bytes], writer: UploadHandle, hasher: hashlib._Hash, pool: Executor, budget: WriteBudget
 ) -> None:
     """Hash and append every chunk. Every chunk that arrived is written, even when the body
     ends early; whether to keep them is the caller's decision (uploads truncate them away)."""

@@ -11,13 +11,13 @@ from ..oci.manifest import parse_manifest, referrer_descriptor
 from ..oci.names import is_valid_tag, validate_tag
 from ..oci.rules import Quota, TagRule, protecting_rule
 from ..storage.events import Actor
-from ..storage.metadata import (
+from ..storage.interfaces import MetadataStore
+from ..storage.records import (
     ImmutableRule,
     ImmutableTagError,
     ManifestRecord,
     MissingReferences,
     QuotaExceededError,
-    SQLiteMetadataStore,
     StoredManifest,
 )
 from .quota import quota_refusal
@@ -32,7 +32,7 @@ class PushedManifest:
 class ManifestService:
     def __init__(
         self,
-        meta: SQLiteMetadataStore,
+        meta: MetadataStore,
         immutable_tags: tuple[TagRule, ...] = (),
         quotas: tuple[Quota, ...] = (),
         max_bytes: int = 4 << 20,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..oci.errors import ErrorCode, RegistryError
 from ..oci.rules import format_bytes
-from ..storage.metadata import QuotaExceededError
+from ..storage.records import QuotaExceededError
 
 
 def quota_refusal(err: QuotaExceededError, consequence: str) -> RegistryError:

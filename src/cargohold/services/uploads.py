@@ -21,8 +21,8 @@ from typing import Protocol
 from ..oci.digest import Digest
 from ..oci.errors import ErrorCode, RegistryError
 from ..oci.rules import Quota
-from ..storage.blobstore import FilesystemBlobStore, StorageFullError, UploadBusyError, UploadWriter, is_upload_id
-from ..storage.metadata import QuotaExceededError, SQLiteMetadataStore
+from ..storage.interfaces import BlobStore, MetadataStore, UploadHandle
+from ..storage.records import QuotaExceededError, StorageFullError, UploadBusyError, is_upload_id
 from .bodysink import BodyStreams, WriteBudget, sink
 from .quota import quota_refusal
 
@@ -105,8 +105,8 @@ class HasherCache:
 class UploadService:
     def __init__(
         self,
-        meta: SQLiteMetadataStore,
-        blobs: FilesystemBlobStore,
+        meta: MetadataStore,
+        blobs: BlobStore,
         pool: Executor,
         quotas: tuple[Quota, ...] = (),
     ) -> None:
@@ -206,7 +206,7 @@ class UploadService:
         return upload_id
 
     @asynccontextmanager
-    async def _locked(self, name: str, upload_id: str) -> AsyncIterator[UploadWriter]:
+    async def _locked(self, name: str, upload_id: str) -> AsyncIterator[UploadHandle]:
         """Exclusive use of a live session of `name`, across worker processes.
 
         A request that finds the session busy waits a little: the usual cause is a request
@@ -233,7 +233,7 @@ class UploadService:
         finally:
             writer.close()
 
-    async def _receive(self, upload_id: str, writer: UploadWriter, body: Body) -> hashlib._Hash:
+    async def _receive(self, upload_id: str, writer: UploadHandle, body: Body) -> hashlib._Hash:
         self._check_room(body.content_length())  # before any work: re-hashing may take seconds
         start = writer.size
         hasher = self.hashers.take(upload_id, start)
@@ -249,7 +249,7 @@ class UploadService:
             raise
         return hasher
 
-    async def _append(self, writer: UploadWriter, hasher: hashlib._Hash, body: Body) -> int:
+    async def _append(self, writer: UploadHandle, hasher: hashlib._Hash, body: Body) -> int:
         """Stream the body onto the upload; returns the bytes appended.
 
         All or nothing: a body that ends before its end (a cut connection, a malformed chunked
@@ -306,7 +306,7 @@ class UploadService:
                 headers={"connection": "close"},
             )
 
-    def _complete(self, name: str, upload_id: str, digest: Digest, writer: UploadWriter, hasher: hashlib._Hash) -> None:
+    def _complete(self, name: str, upload_id: str, digest: Digest, writer: UploadHandle, hasher: hashlib._Hash) -> None:
         writer.sync()  # every byte in the file (and durable) before it is judged and published
         actual = (
             hasher.hexdigest()
@@ -347,14 +347,14 @@ class UploadService:
                     remaining -= len(chunk)
         return hasher
 
-    def _discard(self, upload_id: str, writer: UploadWriter | None = None) -> None:
+    def _discard(self, upload_id: str, writer: UploadHandle | None = None) -> None:
         """End a session and drop its bytes; `writer` is the request's open handle, if any."""
         self.hashers.drop(upload_id)
         self.meta.delete_upload(upload_id)
         self.blobs.trash_upload(upload_id)
         self._empty_trash_soon(writer)
 
-    def _empty_trash_soon(self, writer: UploadWriter | None) -> None:
+    def _empty_trash_soon(self, writer: UploadHandle | None) -> None:
         """Free trashed upload files in a pool thread: unlinking a large file takes tens of
         milliseconds, and the event loop must not wait. Our handle closes first, since the
         last close is what frees the blocks."""

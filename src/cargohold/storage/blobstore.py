@@ -14,22 +14,16 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import re
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 from ..oci.digest import Digest
 from ..oci.errors import RegistryError
-from .uploadfile import StorageFullError, UploadBusyError, UploadWriter
+from .records import is_upload_id
+from .uploadfile import UploadWriter
 
-__all__ = ["FilesystemBlobStore", "StorageFullError", "UploadBusyError", "UploadWriter"]
-
-_UPLOAD_ID = re.compile(r"^[a-f0-9]{32}\Z")
-
-
-def is_upload_id(upload_id: str) -> bool:
-    return bool(_UPLOAD_ID.match(upload_id))
+__all__ = ["FilesystemBlobStore", "UploadWriter"]
 
 
 def check_upload_id(upload_id: str) -> str:
@@ -152,7 +146,7 @@ class FilesystemBlobStore:
             self.blob_path(digest).unlink()
 
     def upload_ids(self) -> list[str]:
-        return [p.name for p in self._uploads.iterdir() if _UPLOAD_ID.match(p.name)]
+        return [p.name for p in self._uploads.iterdir() if is_upload_id(p.name)]
 
     def upload_idle_since(self, upload_id: str) -> float | None:
         """When the upload last received bytes (its file's mtime), or None if it has no file."""

@@ -9,13 +9,21 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from pathlib import Path
 
 from ..oci.rules import Quota
 from .events import Actor, prune_events, record_event
+from .records import (
+    ImmutableRule,
+    ImmutableTagError,
+    ManifestRecord,
+    MissingReferences,
+    QuotaExceededError,
+    Referrer,
+    StoredManifest,
+)
 from .sqlite import connect, write_transaction
 
 _LINKED_BLOB_SIZE = (
@@ -26,61 +34,6 @@ _UNREFERENCED = (
     "SELECT digest, size FROM blob WHERE last_touched < ? "
     "AND NOT EXISTS (SELECT 1 FROM manifest_ref r WHERE r.child = blob.digest) ORDER BY digest"
 )
-
-
-@dataclass(frozen=True, slots=True)
-class StoredManifest:
-    digest: str
-    media_type: str
-    payload: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class Referrer:
-    digest: str
-    media_type: str
-    artifact_type: str | None
-    size: int
-    payload: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class ManifestRecord:
-    """What `put_manifest` stores: the parsed graph, flattened to digests."""
-
-    digest: str
-    media_type: str
-    artifact_type: str | None
-    subject: str | None
-    payload: bytes
-    blobs: tuple[tuple[str, str], ...]  # (digest, "config" | "layer")
-    children: tuple[str, ...]
-
-
-class ImmutableTagError(Exception):
-    """A tag an immutability rule protects would move or disappear."""
-
-    def __init__(self, tag: str, rule: str) -> None:
-        self.tag = tag
-        self.rule = rule
-        super().__init__(f"tag {tag} is immutable (rule {rule})")
-
-
-# Given a tag of the repository at hand, the immutability rule protecting it, if any.
-ImmutableRule = Callable[[str], str | None]
-
-
-class QuotaExceededError(Exception):
-    def __init__(self, scope: str, usage: int, adding: int, limit: int) -> None:
-        self.scope, self.usage, self.adding, self.limit = scope, usage, adding, limit
-        super().__init__(f"{scope} quota exceeded")
-
-
-class MissingReferences(Exception):
-    def __init__(self, blobs: list[str], manifests: list[str]) -> None:
-        self.blobs = blobs
-        self.manifests = manifests
-        super().__init__(f"missing blobs {blobs}, manifests {manifests}")
 
 
 class SQLiteMetadataStore:

@@ -19,18 +19,12 @@ import os
 import threading
 from pathlib import Path
 
+from .records import StorageFullError, UploadBusyError
+
 _ALIGN = 4096
 # One direct write per staging buffer: 1 MiB writes measured 8 % faster uploads than
 # 512 KiB ones here (fewer requests to the virtual disk), 2 MiB no faster again.
 _STAGE = 1 << 20
-
-
-class StorageFullError(OSError):
-    """The blob store ran out of space."""
-
-
-class UploadBusyError(Exception):
-    """Another request, in this or another worker process, is writing to the upload."""
 
 
 def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
