@@ -8,19 +8,19 @@ from pathlib import Path
 
 import pytest
 
-from cargohold.storage.blobstore import FilesystemBlobStore
-from cargohold.storage.metadata import SQLiteMetadataStore
+from cargohold.storage.backends import open_blob_store, open_metadata
+from cargohold.storage.interfaces import BlobStore, MetadataStore
 
 # Opens one more handle on the same database, as another worker process or replica would.
-OpenMetadata = Callable[[], SQLiteMetadataStore]
+OpenMetadata = Callable[[], MetadataStore]
 
 
 @pytest.fixture(params=["sqlite"])
-def open_metadata(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OpenMetadata]:
-    opened: list[SQLiteMetadataStore] = []
+def open_metadata_handle(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OpenMetadata]:
+    opened: list[MetadataStore] = []
 
-    def open_one() -> SQLiteMetadataStore:
-        store = SQLiteMetadataStore(tmp_path / "metadata.sqlite3")
+    def open_one() -> MetadataStore:
+        store = open_metadata(tmp_path / "metadata.sqlite3")
         opened.append(store)
         return store
 
@@ -30,10 +30,10 @@ def open_metadata(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Op
 
 
 @pytest.fixture
-def meta(open_metadata: OpenMetadata) -> SQLiteMetadataStore:
-    return open_metadata()
+def meta(open_metadata_handle: OpenMetadata) -> MetadataStore:
+    return open_metadata_handle()
 
 
 @pytest.fixture(params=["filesystem"])
-def blob_store(request: pytest.FixtureRequest, tmp_path: Path) -> FilesystemBlobStore:
-    return FilesystemBlobStore(tmp_path / "blobs-root", fsync=False)
+def blob_store(request: pytest.FixtureRequest, tmp_path: Path) -> BlobStore:
+    return open_blob_store(tmp_path / "blobs-root", fsync=False)

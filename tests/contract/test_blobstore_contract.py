@@ -11,11 +11,11 @@ import threading
 import pytest
 
 from cargohold.oci.digest import Digest
-from cargohold.storage.blobstore import FilesystemBlobStore
+from cargohold.storage.interfaces import BlobStore
 from cargohold.storage.records import UploadBusyError
 
 
-def upload(store: FilesystemBlobStore, upload_id: str, data: bytes) -> None:
+def upload(store: BlobStore, upload_id: str, data: bytes) -> None:
     store.create_upload(upload_id)
     writer = store.open_upload(upload_id)
     try:
@@ -25,12 +25,12 @@ def upload(store: FilesystemBlobStore, upload_id: str, data: bytes) -> None:
         writer.close()
 
 
-def stored(store: FilesystemBlobStore, digest: Digest) -> bytes:
+def stored(store: BlobStore, digest: Digest) -> bytes:
     with open(store.blob_path(digest), "rb") as f:
         return f.read()
 
 
-def test_a_committed_upload_is_the_blob(blob_store: FilesystemBlobStore) -> None:
+def test_a_committed_upload_is_the_blob(blob_store: BlobStore) -> None:
     data = os.urandom(3 << 20)
     digest = Digest.of(data)
     upload(blob_store, "a" * 32, data)
@@ -41,7 +41,7 @@ def test_a_committed_upload_is_the_blob(blob_store: FilesystemBlobStore) -> None
     assert "a" * 32 not in blob_store.upload_ids()
 
 
-def test_two_finishes_of_one_digest_leave_one_intact_blob(blob_store: FilesystemBlobStore) -> None:
+def test_two_finishes_of_one_digest_leave_one_intact_blob(blob_store: BlobStore) -> None:
     data = os.urandom(1 << 20)
     digest = Digest.of(data)
     ids = ["b" * 32, "c" * 32]
@@ -66,7 +66,7 @@ def test_two_finishes_of_one_digest_leave_one_intact_blob(blob_store: Filesystem
     assert not set(ids) & set(blob_store.upload_ids())
 
 
-def test_an_upload_is_written_by_one_writer_at_a_time(blob_store: FilesystemBlobStore) -> None:
+def test_an_upload_is_written_by_one_writer_at_a_time(blob_store: BlobStore) -> None:
     blob_store.create_upload("d" * 32)
     writer = blob_store.open_upload("d" * 32)
     try:
@@ -84,7 +84,7 @@ def test_an_upload_is_written_by_one_writer_at_a_time(blob_store: FilesystemBlob
         again.close()
 
 
-def test_reclaim_takes_only_what_is_unrecorded(blob_store: FilesystemBlobStore) -> None:
+def test_reclaim_takes_only_what_is_unrecorded(blob_store: BlobStore) -> None:
     keep, drop = os.urandom(1000), os.urandom(1000)
     for upload_id, data in (("e" * 32, keep), ("f" * 32, drop)):
         upload(blob_store, upload_id, data)

@@ -14,7 +14,7 @@ import pytest
 
 from cargohold.oci.rules import Quota
 from cargohold.storage.events import Actor
-from cargohold.storage.metadata import SQLiteMetadataStore
+from cargohold.storage.interfaces import MetadataStore
 from cargohold.storage.records import ImmutableTagError, ManifestRecord, MissingReferences, QuotaExceededError
 from tests.contract.conftest import OpenMetadata
 
@@ -60,7 +60,7 @@ def in_parallel(*actions: Callable[[], object]) -> list[BaseException | object]:
     return results
 
 
-def test_a_blob_is_readable_only_through_repositories_that_link_it(meta: SQLiteMetadataStore) -> None:
+def test_a_blob_is_readable_only_through_repositories_that_link_it(meta: MetadataStore) -> None:
     blob = digest_of("layer")
     meta.add_blob("team/a", blob, 100)
     assert meta.blob_size("team/a", blob) == 100
@@ -72,7 +72,7 @@ def test_a_blob_is_readable_only_through_repositories_that_link_it(meta: SQLiteM
     assert not meta.unlink_blob("team/a", blob, ACTOR)
 
 
-def test_a_manifest_needs_every_blob_it_references(meta: SQLiteMetadataStore) -> None:
+def test_a_manifest_needs_every_blob_it_references(meta: MetadataStore) -> None:
     config, layer = digest_of("config"), digest_of("layer")
     meta.add_blob("team/app", config, 10)
     record = manifest("one", [config, layer])
@@ -88,7 +88,7 @@ def test_a_manifest_needs_every_blob_it_references(meta: SQLiteMetadataStore) ->
     assert meta.manifest_by_digest("team/other", record.digest) is None
 
 
-def test_tags_move_list_in_order_and_go(meta: SQLiteMetadataStore) -> None:
+def test_tags_move_list_in_order_and_go(meta: MetadataStore) -> None:
     blob = digest_of("b")
     meta.add_blob("team/app", blob, 1)
     first, second = manifest("first", [blob]), manifest("second", [blob])
@@ -104,7 +104,7 @@ def test_tags_move_list_in_order_and_go(meta: SQLiteMetadataStore) -> None:
     assert meta.list_tags("team/app", None, None) == [], "deleting a manifest takes its tags"
 
 
-def test_an_immutable_tag_neither_moves_nor_goes(meta: SQLiteMetadataStore) -> None:
+def test_an_immutable_tag_neither_moves_nor_goes(meta: MetadataStore) -> None:
     blob = digest_of("b")
     meta.add_blob("prod/web", blob, 1)
     first, second = manifest("first", [blob]), manifest("second", [blob])
@@ -121,7 +121,7 @@ def test_an_immutable_tag_neither_moves_nor_goes(meta: SQLiteMetadataStore) -> N
     assert meta.manifest_by_tag("prod/web", "v1").digest == first.digest  # type: ignore[union-attr]
 
 
-def test_referrers_by_subject_and_artifact_type(meta: SQLiteMetadataStore) -> None:
+def test_referrers_by_subject_and_artifact_type(meta: MetadataStore) -> None:
     blob = digest_of("b")
     meta.add_blob("team/app", blob, 1)
     image = manifest("image", [blob])
@@ -135,7 +135,7 @@ def test_referrers_by_subject_and_artifact_type(meta: SQLiteMetadataStore) -> No
     assert meta.referrers("team/other", image.digest, None) == []
 
 
-def test_upload_sessions_belong_to_their_repository(meta: SQLiteMetadataStore) -> None:
+def test_upload_sessions_belong_to_their_repository(meta: MetadataStore) -> None:
     meta.create_upload("a" * 32, "team/app")
     assert meta.upload_repository("a" * 32) == "team/app"
     assert meta.upload_ids() == {"a" * 32}
@@ -143,9 +143,9 @@ def test_upload_sessions_belong_to_their_repository(meta: SQLiteMetadataStore) -
     assert meta.upload_repository("a" * 32) is None, "a finished upload's session is gone with it"
 
 
-def test_quota_race_lets_exactly_one_of_two_writers_through(open_metadata: OpenMetadata) -> None:
+def test_quota_race_lets_exactly_one_of_two_writers_through(open_metadata_handle: OpenMetadata) -> None:
     quotas = (Quota(limit=150, repositories="small/*"),)
-    first, second = open_metadata(), open_metadata()
+    first, second = open_metadata_handle(), open_metadata_handle()
     results = in_parallel(
         lambda: first.add_blob("small/one", digest_of("first"), 100, quotas=quotas),
         lambda: second.add_blob("small/one", digest_of("second"), 100, quotas=quotas),
@@ -155,8 +155,8 @@ def test_quota_race_lets_exactly_one_of_two_writers_through(open_metadata: OpenM
     assert first.usage("repository", "small/one") == 100
 
 
-def test_collection_never_removes_a_blob_a_concurrent_manifest_references(open_metadata: OpenMetadata) -> None:
-    pusher, collector = open_metadata(), open_metadata()
+def test_collection_never_removes_a_blob_a_concurrent_manifest_references(open_metadata_handle: OpenMetadata) -> None:
+    pusher, collector = open_metadata_handle(), open_metadata_handle()
     blobs = [digest_of(f"blob-{i}") for i in range(40)]
     for blob in blobs:
         pusher.add_blob("team/race", blob, 10)
@@ -179,8 +179,8 @@ def test_collection_never_removes_a_blob_a_concurrent_manifest_references(open_m
             assert pusher.blob_size("team/race", blob) == 10, f"t{i} references a collected blob"
 
 
-def test_two_handles_see_each_others_writes(open_metadata: OpenMetadata) -> None:
-    writer, reader = open_metadata(), open_metadata()
+def test_two_handles_see_each_others_writes(open_metadata_handle: OpenMetadata) -> None:
+    writer, reader = open_metadata_handle(), open_metadata_handle()
     blob = digest_of("shared")
     writer.add_blob("team/app", blob, 7)
     assert reader.blob_size("team/app", blob) == 7
