@@ -106,6 +106,7 @@ BACKEND_MODULES = {
     "cargohold.storage.blobstore",
     "cargohold.storage.uploadfile",
     "cargohold.storage.sqlite",
+    "cargohold.storage.postgres",
 }
 # Not yet behind the interface: the access-control store keeps its own SQLite tables (it moves
 # behind the interface with the PostgreSQL backend).

@@ -10,17 +10,21 @@ import pytest
 
 from cargohold.storage.backends import open_blob_store, open_metadata
 from cargohold.storage.interfaces import BlobStore, MetadataStore
+from tests.support.postgres import PostgresServer
 
 # Opens one more handle on the same database, as another worker process or replica would.
 OpenMetadata = Callable[[], MetadataStore]
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=["sqlite", "postgresql"])
 def open_metadata_handle(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OpenMetadata]:
     opened: list[MetadataStore] = []
+    if request.param == "postgresql":
+        server: PostgresServer = request.getfixturevalue("postgres")
+        url = server.create_database()
 
     def open_one() -> MetadataStore:
-        store = open_metadata(tmp_path / "metadata.sqlite3")
+        store = open_metadata(url if request.param == "postgresql" else tmp_path / "metadata.sqlite3")
         opened.append(store)
         return store
 

@@ -6,9 +6,10 @@ never leaves a change nobody can account for; credential changes are recorded al
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from dataclasses import dataclass
+
+from .sql import Executor
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,9 +33,7 @@ class AuditEvent:
     detail: str = ""
 
 
-def record_event(
-    db: sqlite3.Connection, actor: Actor, action: str, target: str, outcome: str = "ok", detail: str = ""
-) -> None:
+def record_event(db: Executor, actor: Actor, action: str, target: str, outcome: str = "ok", detail: str = "") -> None:
     db.execute(
         "INSERT INTO audit_event(at, actor, action, target, outcome, address, request_id, detail) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -42,13 +41,13 @@ def record_event(
     )
 
 
-def prune_events(db: sqlite3.Connection, older_than: float) -> int:
+def prune_events(db: Executor, older_than: float) -> int:
     """Delete events older than `older_than` seconds; returns how many went."""
     return db.execute("DELETE FROM audit_event WHERE at < ?", (time.time() - older_than,)).rowcount
 
 
 def query_events(
-    db: sqlite3.Connection,
+    db: Executor,
     *,
     since: float | None = None,
     actor: str | None = None,

@@ -7,10 +7,9 @@ every registry worker process opens its own connection.
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Iterator
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 from ..oci.rules import Quota
@@ -24,6 +23,7 @@ from .records import (
     Referrer,
     StoredManifest,
 )
+from .sql import Executor
 from .sqlite import connect, write_transaction
 
 _LINKED_BLOB_SIZE = (
@@ -36,16 +36,22 @@ _UNREFERENCED = (
 )
 
 
-class SQLiteMetadataStore:
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self._db = connect(self.path)
+class SQLMetadataStore:
+    """Every query of the metadata store, in SQL both SQLite and PostgreSQL run; a backend
+    gives it a connection (`_db`, used outside transactions) and its transactions."""
+
+    _db: Executor
 
     def close(self) -> None:
-        self._db.close()
+        raise NotImplementedError
 
-    def transaction(self) -> AbstractContextManager[sqlite3.Connection]:
-        return write_transaction(self._db)
+    def transaction(self) -> AbstractContextManager[Executor]:
+        """One write transaction, serialised against every other writer of the database."""
+        raise NotImplementedError
+
+    def snapshot(self) -> AbstractContextManager[Executor]:
+        """One read transaction: every query inside sees the same committed state."""
+        raise NotImplementedError
 
     def prune_audit(self, older_than: float) -> int:
         """Drop audit events older than `older_than` seconds."""
@@ -58,8 +64,8 @@ class SQLiteMetadataStore:
         return self._db.execute("SELECT 1 FROM repository WHERE name = ?", (repo,)).fetchone() is not None
 
     @staticmethod
-    def _ensure_repository(db: sqlite3.Connection, repo: str, now: float) -> None:
-        db.execute("INSERT OR IGNORE INTO repository(name, created) VALUES (?, ?)", (repo, now))
+    def _ensure_repository(db: Executor, repo: str, now: float) -> None:
+        db.execute("INSERT INTO repository(name, created) VALUES (?, ?) ON CONFLICT DO NOTHING", (repo, now))
 
     def all_repositories(self) -> list[str]:
         return [row[0] for row in self._db.execute("SELECT name FROM repository ORDER BY name")]
@@ -116,17 +122,21 @@ class SQLiteMetadataStore:
         newer than it; children of an alive index; referrers whose subject is alive. Nothing
         created after `:created_before` is doomed (a push may still be assembling its index).
         """
-        keep_untagged = "1" if untagged_before is None else "m.created >= :untagged_before"
+        keep_untagged = "TRUE" if untagged_before is None else "m.created >= :untagged_before"
         return f"""
             WITH RECURSIVE alive(repo, digest) AS (
                 SELECT repo, digest FROM tag
                 UNION
                 SELECT repo, digest FROM manifest m WHERE m.subject IS NULL AND {keep_untagged}
                 UNION
-                SELECT r.repo, r.child FROM manifest_ref r
-                    JOIN alive a ON r.repo = a.repo AND r.manifest = a.digest WHERE r.kind = 'manifest'
-                UNION
-                SELECT m.repo, m.digest FROM manifest m JOIN alive a ON m.repo = a.repo AND m.subject = a.digest
+                -- one recursive term (PostgreSQL allows no more): an alive manifest's children
+                -- and referrers are alive
+                SELECT kept.repo, kept.digest FROM alive a JOIN (
+                    SELECT r.repo, r.manifest AS parent, r.child AS digest FROM manifest_ref r
+                        WHERE r.kind = 'manifest'
+                    UNION ALL
+                    SELECT m.repo, m.subject AS parent, m.digest FROM manifest m WHERE m.subject IS NOT NULL
+                ) kept ON kept.repo = a.repo AND kept.parent = a.digest
             ),
             doomed(repo, digest) AS (
                 SELECT repo, digest FROM manifest m WHERE m.created < :created_before
@@ -162,12 +172,9 @@ class SQLiteMetadataStore:
             "SELECT 1 FROM manifest_ref r WHERE r.child = blob.digest AND NOT EXISTS ("
             "SELECT 1 FROM doomed d WHERE d.repo = r.repo AND d.digest = r.manifest)) ORDER BY digest"
         )
-        self._db.execute("BEGIN")
-        try:
-            manifests = [f"{repo}@{digest}" for repo, digest in self._db.execute(cte + "SELECT * FROM doomed", params)]
-            blobs = [(row[0], row[1]) for row in self._db.execute(blobs_sql, params)]
-        finally:
-            self._db.execute("COMMIT")
+        with self.snapshot() as db:
+            manifests = [f"{repo}@{digest}" for repo, digest in db.execute(cte + "SELECT * FROM doomed", params)]
+            blobs = [(row[0], row[1]) for row in db.execute(blobs_sql, params)]
         return manifests, blobs
 
     def delete_unreferenced_blobs(self, touched_before: float, limit: int) -> list[tuple[str, int]]:
@@ -189,7 +196,7 @@ class SQLiteMetadataStore:
             return "rb.repo = :name"
         return "substr(rb.repo, 1, length(:name) + 1) = :name || '/'"
 
-    def usage(self, kind: str, name: str, db: sqlite3.Connection | None = None) -> int:
+    def usage(self, kind: str, name: str, db: Executor | None = None) -> int:
         """Bytes of the unique blobs linked into a repository, or into a namespace's repositories."""
         sql = (
             "SELECT COALESCE(SUM(size), 0) FROM blob WHERE digest IN "
@@ -197,9 +204,7 @@ class SQLiteMetadataStore:
         )
         return int((db or self._db).execute(sql, {"name": name}).fetchone()[0])
 
-    def _check_quotas(
-        self, db: sqlite3.Connection, repo: str, quotas: tuple[Quota, ...], digest: str | None, size: int
-    ) -> None:
+    def _check_quotas(self, db: Executor, repo: str, quotas: tuple[Quota, ...], digest: str | None, size: int) -> None:
         """Raise QuotaExceededError if linking `digest` (of `size` bytes) into `repo` breaks a quota;
         with no digest, if the repository's scopes are already over their limits."""
         for quota in quotas:
@@ -236,7 +241,8 @@ class SQLiteMetadataStore:
                 (digest, size, now, now),
             )
             db.execute(
-                "INSERT OR IGNORE INTO repository_blob(repo, digest, created) VALUES (?, ?, ?)", (repo, digest, now)
+                "INSERT INTO repository_blob(repo, digest, created) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                (repo, digest, now),
             )
             if upload_id is not None:
                 db.execute("DELETE FROM upload WHERE id = ?", (upload_id,))
@@ -252,7 +258,8 @@ class SQLiteMetadataStore:
             self._ensure_repository(db, repo, now)
             db.execute("UPDATE blob SET last_touched = ? WHERE digest = ?", (now, digest))
             db.execute(
-                "INSERT OR IGNORE INTO repository_blob(repo, digest, created) VALUES (?, ?, ?)", (repo, digest, now)
+                "INSERT INTO repository_blob(repo, digest, created) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                (repo, digest, now),
             )
             return int(row[0])
 
@@ -336,7 +343,9 @@ class SQLiteMetadataStore:
             )
             refs = [(repo, record.digest, d, kind) for d, kind in record.blobs]
             refs += [(repo, record.digest, d, "manifest") for d in record.children]
-            db.executemany("INSERT OR IGNORE INTO manifest_ref(repo, manifest, child, kind) VALUES (?, ?, ?, ?)", refs)
+            db.executemany(
+                "INSERT INTO manifest_ref(repo, manifest, child, kind) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING", refs
+            )
             touched = {d for d, _ in record.blobs}
             db.executemany("UPDATE blob SET last_touched = ? WHERE digest = ?", [(now, d) for d in touched])
             moved_from = self._move_tag(db, repo, tag, record.digest, now, immutable) if tag is not None else None
@@ -347,7 +356,7 @@ class SQLiteMetadataStore:
 
     @staticmethod
     def _move_tag(
-        db: sqlite3.Connection, repo: str, tag: str, digest: str, now: float, immutable: ImmutableRule | None
+        db: Executor, repo: str, tag: str, digest: str, now: float, immutable: ImmutableRule | None
     ) -> str | None:
         row = db.execute("SELECT digest FROM tag WHERE repo = ? AND name = ?", (repo, tag)).fetchone()
         old = row[0] if row else None
@@ -464,3 +473,27 @@ class SQLiteMetadataStore:
             sql += " AND artifact_type = ?"
             params.append(artifact_type)
         return [Referrer(*row) for row in self._db.execute(sql + " ORDER BY created, digest", params)]
+
+
+class SQLiteMetadataStore(SQLMetadataStore):
+    """The embedded default: one SQLite database in WAL mode; each worker process has its own
+    connection, and BEGIN IMMEDIATE makes writers take turns."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._connection = connect(self.path)
+        self._db = self._connection
+
+    def close(self) -> None:
+        self._connection.close()
+
+    def transaction(self) -> AbstractContextManager[Executor]:
+        return write_transaction(self._connection)
+
+    @contextmanager
+    def snapshot(self) -> Iterator[Executor]:
+        self._connection.execute("BEGIN")
+        try:
+            yield self._connection
+        finally:
+            self._connection.execute("COMMIT")

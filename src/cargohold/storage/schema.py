@@ -65,6 +65,24 @@ def refusal(path: Path, found: str | None) -> str:
     )
 
 
+def refusal_for_url(url: str, found: str | None) -> str:
+    """The refusal for a database named by URL (its password left out)."""
+    where = redacted(url)
+    if found is None or found < HEAD:
+        was = f"revision {found}" if found else "no cargohold schema"
+        return f"the database {where} has {was}; this cargohold needs revision {HEAD}: back it up, then upgrade it"
+    return f"the database {where} has revision {found}, newer than this cargohold knows ({HEAD})"
+
+
+def redacted(url: str) -> str:
+    """A database URL fit for messages and logs: without its password."""
+    scheme, sep, rest = url.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    if not at or ":" not in credentials:
+        return url
+    return f"{scheme}{sep}{credentials.split(':', 1)[0]}:***@{host}"
+
+
 def upgrade(path: Path, only_if_empty: bool = False) -> tuple[str | None, str]:
     """Bring the SQLite database at `path` to HEAD; returns (revision before, revision after)."""
     path.parent.mkdir(parents=True, exist_ok=True)

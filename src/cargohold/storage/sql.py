@@ -1,0 +1,21 @@
+"""What the SQL stores need of a database connection: `sqlite3.Connection` has it as it is, the
+PostgreSQL adapter (`postgres.py`) provides it over a connection pool. The stores write one SQL
+for both: `?` and `:name` placeholders, `ON CONFLICT`, `RETURNING`, `TRUE`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any, Protocol
+
+
+class Rows(Protocol):
+    @property
+    def rowcount(self) -> int: ...
+    def fetchone(self) -> Any: ...
+    def fetchall(self) -> list[Any]: ...
+    def __iter__(self) -> Iterator[Any]: ...
+
+
+class Executor(Protocol):
+    def execute(self, sql: str, parameters: Any = (), /) -> Rows: ...
+    def executemany(self, sql: str, parameters: Iterable[Any], /) -> Rows: ...
