@@ -1,6 +1,6 @@
 """What every blob store guarantees: content-addressed blobs appear whole or not at all, two
-uploads of one digest finishing at once leave one intact blob, and an upload's bytes stay
-private to it until it is committed."""
+uploads of one digest finishing at once leave one intact blob and no upload behind, and an
+upload's bytes stay private to it until it is committed."""
 
 from __future__ import annotations
 
@@ -60,7 +60,9 @@ def test_two_finishes_of_one_digest_leave_one_intact_blob(blob_store: BlobStore)
         thread.start()
     for thread in threads:
         thread.join(timeout=60)
-    assert sorted(moved) == [False, True], "one copy is placed, the other goes to the trash"
+    # Both may place their (identical, verified) copy, the later replacing the earlier in one
+    # rename; or the later finds the blob there and trashes its copy. Either way: one blob.
+    assert len(moved) == 2 and True in moved
     blob_store.empty_trash()
     assert hashlib.sha256(stored(blob_store, digest)).hexdigest() == digest.encoded
     assert not set(ids) & set(blob_store.upload_ids())
