@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from cargohold.storage.backends import open_blob_store, open_metadata
+from cargohold.storage.backends import open_blob_store, open_database, open_metadata
 from cargohold.storage.interfaces import BlobStore, MetadataStore
+from cargohold.storage.sql import Database
 from tests.support.postgres import PostgresServer
 
 # Opens one more handle on the same database, as another worker process or replica would.
@@ -36,6 +37,18 @@ def open_metadata_handle(request: pytest.FixtureRequest, tmp_path: Path) -> Iter
 @pytest.fixture
 def meta(open_metadata_handle: OpenMetadata) -> MetadataStore:
     return open_metadata_handle()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    """A database handle, as the access-control store gets one."""
+    if request.param == "postgresql":
+        server: PostgresServer = request.getfixturevalue("postgres")
+        handle = open_database(server.create_database())
+    else:
+        handle = open_database(tmp_path / "metadata.sqlite3")
+    yield handle
+    handle.close()
 
 
 @pytest.fixture(params=["filesystem"])

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import Config
+from ..storage.backends import open_database
 from ..storage.events import Actor
 from . import credentials as cred
 from .keys import KeyRing
@@ -114,8 +115,8 @@ class Authority:
 
     @classmethod
     def open(cls, config: Config) -> Authority:
-        data = config.data
-        return cls(AuthStore(data / "metadata.sqlite3"), KeyRing(data / "keys").ensure(), AuthSettings.of(config))
+        store = AuthStore(open_database(config.database_path))
+        return cls(store, KeyRing(config.data / "keys").ensure(), AuthSettings.of(config))
 
     def close(self) -> None:
         self.store.close()

@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import json
 import re
-import sqlite3
 import time
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from ..storage.events import Actor, AuditEvent, query_events, record_event
-from ..storage.sqlite import connect, write_transaction
+from ..storage.sql import Database, Executor
 from .scopes import Grant
 
 # What a remembered login rests on: ("password", principal id, hash) or ("credential", id, "").
@@ -130,16 +128,20 @@ def _grants_from(text: str | None) -> tuple[Grant, ...] | None:
 
 
 class AuthStore:
-    def __init__(self, path: Path) -> None:
-        self._db = connect(path)
+    """Principals, groups, policies, credentials and login failures, in SQL both SQLite and
+    PostgreSQL run, over the process's database handle (`storage.backends.open_database`)."""
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+        self._db = database.executor
 
     def close(self) -> None:
-        self._db.close()
+        self.database.close()
 
-    def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
-        return write_transaction(self._db)
+    def _tx(self) -> AbstractContextManager[Executor]:
+        return self.database.transaction()
 
-    def change(self) -> AbstractContextManager[sqlite3.Connection]:
+    def change(self) -> AbstractContextManager[Executor]:
         """One transaction around several calls: a change and its audit event commit together."""
         return self._tx()
 
@@ -162,14 +164,14 @@ class AuthStore:
         with self._tx() as db:
             if db.execute("SELECT 1 FROM principal WHERE name = ?", (name,)).fetchone():
                 raise AuthStoreError(f"a user or robot named {name!r} already exists")
-            cursor = db.execute(
+            principal_id = db.execute(
                 "INSERT INTO principal(name, kind, password_hash, admin, description, created, expires) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
                 (name, kind, password_hash, int(admin), description, time.time(), expires),
-            )
+            ).fetchone()[0]
             db.executemany(
                 "INSERT INTO group_member(group_name, principal_id) VALUES (?, ?)",
-                [(g, cursor.lastrowid) for g in sorted(set(groups))],
+                [(g, principal_id) for g in sorted(set(groups))],
             )
         principal = self.principal(name)
         assert principal is not None
@@ -194,7 +196,8 @@ class AuthStore:
 
     def principals(self, kind: str | None = None) -> list[Principal]:
         rows = self._db.execute(
-            f"SELECT {self._PRINCIPAL_COLUMNS} FROM principal WHERE ?1 IS NULL OR kind = ?1 ORDER BY name", (kind,)
+            f"SELECT {self._PRINCIPAL_COLUMNS} FROM principal WHERE CAST(? AS TEXT) IS NULL OR kind = ? ORDER BY name",
+            (kind, kind),
         ).fetchall()
         return [self._principal_from(row) for row in rows]
 
@@ -263,9 +266,9 @@ class AuthStore:
 
     def policies(self, subject: str | None = None) -> list[Policy]:
         rows = self._db.execute(
-            "SELECT id, subject, pattern, actions FROM policy WHERE ?1 IS NULL OR subject = ?1 "
+            "SELECT id, subject, pattern, actions FROM policy WHERE CAST(? AS TEXT) IS NULL OR subject = ? "
             "ORDER BY subject, pattern",
-            (subject,),
+            (subject, subject),
         )
         return [Policy(i, s, Grant(p, frozenset(a.split(",")))) for i, s, p, a in rows]
 
@@ -294,13 +297,12 @@ class AuthStore:
         expires: float | None = None,
     ) -> int:
         with self._tx() as db:
-            cursor = db.execute(
+            row = db.execute(
                 "INSERT INTO credential(principal_id, kind, name, secret_digest, grants, created, expires) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
                 (principal.id, kind, name, secret_digest, _grants_json(grants), time.time(), expires),
-            )
-        assert cursor.lastrowid is not None
-        return cursor.lastrowid
+            ).fetchone()
+        return int(row[0])
 
     def find_credential(self, secret_digest: str) -> tuple[Principal, Credential] | None:
         """The live credential with this secret digest, and its principal; None when revoked or expired."""
@@ -330,7 +332,7 @@ class AuthStore:
         rows = self._db.execute(
             "SELECT c.id, p.name, c.kind, c.name, c.grants, c.created, c.expires, c.revoked, c.last_used "
             f"FROM credential c JOIN principal p ON p.id = c.principal_id WHERE c.kind IN ({marks}) "
-            "AND (? IS NULL OR p.name = ?) ORDER BY c.id",
+            "AND (CAST(? AS TEXT) IS NULL OR p.name = ?) ORDER BY c.id",
             (*kinds, principal, principal),
         )
         return [Credential(r[0], r[1], r[2], r[3], _grants_from(r[4]), *r[5:]) for r in rows]
@@ -340,7 +342,7 @@ class AuthStore:
         with self._tx() as db:
             updated = db.execute(
                 "UPDATE credential SET revoked = ? WHERE id = ? AND revoked IS NULL "
-                "AND (? IS NULL OR principal_id = (SELECT id FROM principal WHERE name = ?))",
+                "AND (CAST(? AS TEXT) IS NULL OR principal_id = (SELECT id FROM principal WHERE name = ?))",
                 (now, credential_id, owner, owner),
             ).rowcount
         if not updated:
@@ -385,8 +387,9 @@ class AuthStore:
             for key in keys:
                 db.execute(
                     "INSERT INTO login_failure(key, window_start, count) VALUES (?, ?, 1) "
-                    "ON CONFLICT(key) DO UPDATE SET "
-                    "count = CASE WHEN window_start + ? > ? THEN count + 1 ELSE 1 END, "
-                    "window_start = CASE WHEN window_start + ? > ? THEN window_start ELSE ? END",
+                    "ON CONFLICT(key) DO UPDATE SET "  # the row already there, named (PostgreSQL needs it)
+                    "count = CASE WHEN login_failure.window_start + ? > ? THEN login_failure.count + 1 ELSE 1 END, "
+                    "window_start = CASE WHEN login_failure.window_start + ? > ? "
+                    "THEN login_failure.window_start ELSE ? END",
                     (key, now, window, now, window, now, now),
                 )

@@ -58,8 +58,9 @@ def query_events(
     """Newest first; `action` and `target` match as prefixes (`manifest.` finds every manifest event)."""
     rows = db.execute(
         "SELECT at, actor, action, target, outcome, address, request_id, detail FROM audit_event "
-        "WHERE at >= ? AND (? IS NULL OR actor = ?) AND (? IS NULL OR substr(action, 1, length(?)) = ?) "
-        "AND (? IS NULL OR substr(target, 1, length(?)) = ?) ORDER BY id DESC LIMIT ?",
+        "WHERE at >= ? AND (CAST(? AS TEXT) IS NULL OR actor = ?) "
+        "AND (CAST(? AS TEXT) IS NULL OR substr(action, 1, length(?)) = ?) "
+        "AND (CAST(? AS TEXT) IS NULL OR substr(target, 1, length(?)) = ?) ORDER BY id DESC LIMIT ?",
         (since or 0, actor, actor, action, action, action, target, target, target, limit),
     )
     return [AuditEvent(*row) for row in rows]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 from ..oci.rules import Quota
@@ -23,8 +23,8 @@ from .records import (
     Referrer,
     StoredManifest,
 )
-from .sql import Executor
-from .sqlite import connect, write_transaction
+from .sql import Database, Executor
+from .sqlite import SQLiteDatabase
 
 _LINKED_BLOB_SIZE = (
     "SELECT b.size, b.last_touched FROM repository_blob rb JOIN blob b ON b.digest = rb.digest "
@@ -37,21 +37,21 @@ _UNREFERENCED = (
 
 
 class SQLMetadataStore:
-    """Every query of the metadata store, in SQL both SQLite and PostgreSQL run; a backend
-    gives it a connection (`_db`, used outside transactions) and its transactions."""
+    """Every query of the metadata store, in SQL both SQLite and PostgreSQL run, over the
+    database handle a backend gives it (`sql.Database`)."""
 
-    _db: Executor
+    def __init__(self, database: Database) -> None:
+        self.database = database
+        self._db = database.executor
 
     def close(self) -> None:
-        raise NotImplementedError
+        self.database.close()
 
     def transaction(self) -> AbstractContextManager[Executor]:
-        """One write transaction, serialised against every other writer of the database."""
-        raise NotImplementedError
+        return self.database.transaction()
 
     def snapshot(self) -> AbstractContextManager[Executor]:
-        """One read transaction: every query inside sees the same committed state."""
-        raise NotImplementedError
+        return self.database.snapshot()
 
     def prune_audit(self, older_than: float) -> int:
         """Drop audit events older than `older_than` seconds."""
@@ -476,24 +476,8 @@ class SQLMetadataStore:
 
 
 class SQLiteMetadataStore(SQLMetadataStore):
-    """The embedded default: one SQLite database in WAL mode; each worker process has its own
-    connection, and BEGIN IMMEDIATE makes writers take turns."""
+    """The metadata store on its own SQLite database file."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self._connection = connect(self.path)
-        self._db = self._connection
-
-    def close(self) -> None:
-        self._connection.close()
-
-    def transaction(self) -> AbstractContextManager[Executor]:
-        return write_transaction(self._connection)
-
-    @contextmanager
-    def snapshot(self) -> Iterator[Executor]:
-        self._connection.execute("BEGIN")
-        try:
-            yield self._connection
-        finally:
-            self._connection.execute("COMMIT")
+        super().__init__(SQLiteDatabase(self.path))

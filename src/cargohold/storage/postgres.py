@@ -98,7 +98,9 @@ class _Pooled:
             return _Session(connection).executemany(sql, parameters)
 
 
-class PostgresMetadataStore(SQLMetadataStore):
+class PostgresDatabase:
+    """A psycopg 3 pool on one PostgreSQL database, at the schema this code runs on."""
+
     def __init__(self, url: str, min_size: int = 1, max_size: int = 8) -> None:
         self.url = url
         self._check_schema()
@@ -106,8 +108,12 @@ class PostgresMetadataStore(SQLMetadataStore):
         self._pool: ConnectionPool[Any] = ConnectionPool(
             conninfo, min_size=min_size, max_size=max_size, kwargs={"autocommit": True}, open=True
         )
-        self._db = _Pooled(self._pool)
+        self._executor = _Pooled(self._pool)
         self._local = threading.local()  # the write transaction this thread is inside, if any
+
+    @property
+    def executor(self) -> Executor:
+        return self._executor
 
     def _check_schema(self) -> None:
         with psycopg.connect(sqlalchemy_url(self.url).replace("postgresql+psycopg://", "postgresql://", 1)) as db:
@@ -150,3 +156,11 @@ class PostgresMetadataStore(SQLMetadataStore):
                 yield _Session(connection)
             finally:
                 connection.execute("COMMIT")
+
+
+class PostgresMetadataStore(SQLMetadataStore):
+    """The metadata store on a PostgreSQL database of its own."""
+
+    def __init__(self, url: str, min_size: int = 1, max_size: int = 8) -> None:
+        self.url = url
+        super().__init__(PostgresDatabase(url, min_size, max_size))

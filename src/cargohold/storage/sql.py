@@ -5,6 +5,7 @@ for both: `?` and `:name` placeholders, `ON CONFLICT`, `RETURNING`, `TRUE`."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 
@@ -19,3 +20,23 @@ class Rows(Protocol):
 class Executor(Protocol):
     def execute(self, sql: str, parameters: Any = (), /) -> Rows: ...
     def executemany(self, sql: str, parameters: Iterable[Any], /) -> Rows: ...
+
+
+class Database(Protocol):
+    """One process's handle on the database every store of it shares."""
+
+    @property
+    def executor(self) -> Executor:
+        """Statements outside any transaction (each sees the latest commit)."""
+        ...
+
+    def transaction(self) -> AbstractContextManager[Executor]:
+        """One write transaction, serialised against every other writer of the database;
+        inside another of the same thread, part of that one."""
+        ...
+
+    def snapshot(self) -> AbstractContextManager[Executor]:
+        """One read transaction: every query inside sees the same committed state."""
+        ...
+
+    def close(self) -> None: ...

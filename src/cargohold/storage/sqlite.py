@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 from .schema import ensure_current
@@ -58,3 +58,30 @@ def write_transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         db.execute("ROLLBACK")
         raise
     db.execute("COMMIT")
+
+
+class SQLiteDatabase:
+    """The embedded default: one SQLite file in WAL mode, one connection per process (used from
+    the event loop and the pool's threads alike); BEGIN IMMEDIATE makes writers take turns."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._connection = connect(self.path)
+
+    @property
+    def executor(self) -> sqlite3.Connection:
+        return self._connection
+
+    def transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+        return write_transaction(self._connection)
+
+    @contextmanager
+    def snapshot(self) -> Iterator[sqlite3.Connection]:
+        self._connection.execute("BEGIN")
+        try:
+            yield self._connection
+        finally:
+            self._connection.execute("COMMIT")
+
+    def close(self) -> None:
+        self._connection.close()
