@@ -27,6 +27,9 @@ class ConfigError(ValueError):
 class Config:
     listen: str = "127.0.0.1:5000"
     data: Path = field(default_factory=lambda: Path("./data"))
+    # The metadata database: empty for <data>/metadata.sqlite3, or a postgresql://user@host:port/name
+    # URL (shared by every replica; the blobs stay under `data`).
+    database: str = ""
     workers: int = 1
     log_level: str = "info"
     access_log: bool = True
@@ -85,6 +88,11 @@ class Config:
     @property
     def database_path(self) -> Path:
         return self.data / "metadata.sqlite3"
+
+    @property
+    def database_target(self) -> Path | str:
+        """What `storage.backends.open_database` opens: the SQLite file or the PostgreSQL URL."""
+        return self.database if self.database.startswith("postgresql://") else self.database_path
 
     def to_env(self) -> dict[str, str]:
         """The environment that recreates this config in a worker process."""
@@ -243,6 +251,8 @@ def load_config(file: Path | None = None, environ: dict[str, str] | None = None,
     config.log_level = config.log_level.lower()
     if config.log_level not in LOG_LEVELS:
         raise ConfigError(f"log_level {config.log_level!r} must be one of {', '.join(LOG_LEVELS)}")
+    if config.database and not config.database.startswith("postgresql://"):
+        raise ConfigError("database must be empty (SQLite under the data directory) or a postgresql:// URL")
     if config.workers < 1:
         raise ConfigError("workers must be at least 1")
     if config.body_timeout <= 0:

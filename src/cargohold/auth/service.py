@@ -115,7 +115,7 @@ class Authority:
 
     @classmethod
     def open(cls, config: Config) -> Authority:
-        store = AuthStore(open_database(config.database_path))
+        store = AuthStore(open_database(config.database_target))
         return cls(store, KeyRing(config.data / "keys").ensure(), AuthSettings.of(config))
 
     def close(self) -> None:
@@ -158,8 +158,11 @@ class Authority:
         # The pair is limited tightly; the name alone and the address alone more loosely, so a
         # spray over many names or from many addresses is caught without one address locking
         # a user out everywhere too soon.
+        # Keys are digests: a name is whatever a client sent (NUL bytes included, which
+        # PostgreSQL text refuses), and a digest keeps the pair unambiguous.
         tight = self.settings.max_failures
-        return [([f"pair:{username}\0{address}"], tight), ([f"user:{username}", f"addr:{address}"], tight * 5)]
+        pair, user = _key_digest(f"{username}\0{address}"), _key_digest(username)
+        return [([f"pair:{pair}"], tight), ([f"user:{user}", f"addr:{_key_digest(address)}"], tight * 5)]
 
     def _check(self, username: str, password: str) -> tuple[Identity, Validity] | None:
         if cred.is_secret(password):
@@ -319,3 +322,7 @@ def _check_password(password: str) -> None:
         raise AuthStoreError("a password needs at least 8 characters")
     if cred.is_secret(password):
         raise AuthStoreError("a password may not start like a generated secret (chr_, chp_, chf_)")
+
+
+def _key_digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]

@@ -189,6 +189,8 @@ class AuthStore:
     _PRINCIPAL_COLUMNS = "id, name, kind, admin, expires, created, description"
 
     def principal(self, name: str, kind: str | None = None) -> Principal | None:
+        if not _PRINCIPAL_NAME.match(name):  # no such principal can exist (and NUL is no text to PostgreSQL)
+            return None
         row = self._db.execute(f"SELECT {self._PRINCIPAL_COLUMNS} FROM principal WHERE name = ?", (name,)).fetchone()
         if row is None or (kind is not None and row[2] != kind):
             return None
@@ -202,6 +204,8 @@ class AuthStore:
         return [self._principal_from(row) for row in rows]
 
     def password_hash(self, name: str) -> tuple[Principal, str] | None:
+        if not _PRINCIPAL_NAME.match(name):
+            return None
         row = self._db.execute(
             "SELECT password_hash FROM principal WHERE name = ? AND kind = 'user'", (name,)
         ).fetchone()

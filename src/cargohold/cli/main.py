@@ -63,9 +63,9 @@ def _config(config_file: Path | None, **overrides: Any) -> Config:
 
 
 def _stores(config: Config) -> tuple[MetadataStore, BlobStore]:
-    if not config.database_path.exists():
+    if not config.database and not config.database_path.exists():
         raise click.ClickException(f"no registry data in {config.data.resolve()} (set --data or CARGOHOLD_DATA)")
-    return open_metadata(config.database_path), open_blob_store(config.data, fsync=config.fsync)
+    return open_metadata(config.database_target), open_blob_store(config.data, fsync=config.fsync)
 
 
 @cli.command()
@@ -100,7 +100,7 @@ def serve(
     if port != config.port:  # port 0: the system chose one, and everything after must use it
         config.listen = f"{config.listen.rsplit(':', 1)[0]}:{port}"
     # Before any worker starts: the schema is current (a new database is made so), else refused.
-    open_metadata(config.database_path).close()
+    open_metadata(config.database_target).close()
     from ..server import serve as run_server
 
     scheme = "https" if config.tls_cert or config.tls_dev else "http"
@@ -279,14 +279,16 @@ def db() -> None:
 @data_option
 def db_upgrade(config_file: Path | None, data: Path | None) -> None:
     """Apply every schema migration the database lacks (back it up first)."""
-    from ..storage.schema import upgrade
+    from ..storage.schema import redacted, upgrade, upgrade_url
 
     config = _config(config_file, data=data)
-    before, after = upgrade(config.database_path)
+    target = config.database_target
+    before, after = upgrade_url(target) if isinstance(target, str) else upgrade(target)
+    where = redacted(str(target))
     if before == after:
-        click.echo(f"{config.database_path}: already at revision {after}")
+        click.echo(f"{where}: already at revision {after}")
     else:
-        click.echo(f"{config.database_path}: upgraded from {before or 'the schema before migrations'} to {after}")
+        click.echo(f"{where}: upgraded from {before or 'the schema before migrations'} to {after}")
 
 
 @db.command("current")
@@ -296,15 +298,19 @@ def db_current(config_file: Path | None, data: Path | None) -> None:
     """Print the database's schema revision; exit 1 if it is not the one this cargohold runs on."""
     import sqlite3
 
-    from ..storage.schema import HEAD, is_empty, revision
+    from ..storage.schema import HEAD, current_revision, is_empty, redacted, revision
 
     config = _config(config_file, data=data)
-    if not config.database_path.exists():
-        raise click.ClickException(f"no registry data in {config.data.resolve()} (set --data or CARGOHOLD_DATA)")
-    with sqlite3.connect(config.database_path) as handle:
-        found = None if is_empty(handle) else revision(handle) or "before migrations"
-    handle.close()
-    click.echo(f"{config.database_path}: revision {found or 'none (empty)'}; this cargohold runs on {HEAD}")
+    target = config.database_target
+    if isinstance(target, str):
+        found = current_revision(target)
+    else:
+        if not target.exists():
+            raise click.ClickException(f"no registry data in {config.data.resolve()} (set --data or CARGOHOLD_DATA)")
+        with sqlite3.connect(target) as handle:
+            found = None if is_empty(handle) else revision(handle) or "before migrations"
+        handle.close()
+    click.echo(f"{redacted(str(target))}: revision {found or 'none (empty)'}; this cargohold runs on {HEAD}")
     if found != HEAD:
         sys.exit(1)
 

@@ -57,7 +57,7 @@ class Maintenance:
                     fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
                     return  # another worker is running it right now
-                meta = open_metadata(self.config.database_path)
+                meta = open_metadata(self.config.database_target)
                 try:
                     job(meta)
                 finally:

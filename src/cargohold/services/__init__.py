@@ -20,7 +20,7 @@ class Services:
 
     def __init__(self, config: Config) -> None:
         config.data.mkdir(parents=True, exist_ok=True)
-        self.meta = open_metadata(config.database_path)
+        self.meta = open_metadata(config.database_target)
         self.store = open_blob_store(config.data, fsync=config.fsync)
         # Threads that write upload batches while the event loop receives and hashes.
         self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="upload")

@@ -34,10 +34,12 @@ class AuditEvent:
 
 
 def record_event(db: Executor, actor: Actor, action: str, target: str, outcome: str = "ok", detail: str = "") -> None:
+    # What a client sent (a name, a path) may hold NUL, which PostgreSQL text refuses: written as \0.
+    fields = (actor.name, action, target, outcome, actor.address, actor.request_id, detail)
     db.execute(
         "INSERT INTO audit_event(at, actor, action, target, outcome, address, request_id, detail) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        (time.time(), actor.name, action, target, outcome, actor.address, actor.request_id, detail),
+        (time.time(), *(field.replace("\0", "\\0") for field in fields)),
     )
 
 

@@ -84,16 +84,25 @@ class _Session:
 
 
 class _Pooled:
-    """Statements outside a transaction: each borrows a connection for itself (autocommit)."""
+    """Statements outside a transaction: each borrows a connection for itself (autocommit).
+    Inside this thread's write transaction they run in it, and see what it wrote, as they do
+    on SQLite's one connection."""
 
-    def __init__(self, pool: ConnectionPool[Any]) -> None:
+    def __init__(self, pool: ConnectionPool[Any], local: threading.local) -> None:
         self._pool = pool
+        self._local = local
 
     def execute(self, sql: str, parameters: Any = (), /) -> Rows:
+        session: _Session | None = getattr(self._local, "session", None)
+        if session is not None:
+            return session.execute(sql, parameters)
         with self._pool.connection() as connection:
             return _run(connection, sql, parameters)
 
     def executemany(self, sql: str, parameters: Iterable[Any], /) -> Rows:
+        session: _Session | None = getattr(self._local, "session", None)
+        if session is not None:
+            return session.executemany(sql, parameters)
         with self._pool.connection() as connection:
             return _Session(connection).executemany(sql, parameters)
 
@@ -108,8 +117,8 @@ class PostgresDatabase:
         self._pool: ConnectionPool[Any] = ConnectionPool(
             conninfo, min_size=min_size, max_size=max_size, kwargs={"autocommit": True}, open=True
         )
-        self._executor = _Pooled(self._pool)
         self._local = threading.local()  # the write transaction this thread is inside, if any
+        self._executor = _Pooled(self._pool, self._local)
 
     @property
     def executor(self) -> Executor:
