@@ -23,7 +23,7 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from .metadata import SQLMetadataStore
-from .schema import HEAD, SchemaError, refusal_for_url, sqlalchemy_url, upgrade_url
+from .schema import HEAD, SchemaError, refusal_for_url, upgrade_url
 from .sql import Executor, Rows
 
 # Any fixed number: the key of the advisory lock every write transaction holds.
@@ -113,9 +113,8 @@ class PostgresDatabase:
     def __init__(self, url: str, min_size: int = 1, max_size: int = 8) -> None:
         self.url = url
         self._check_schema()
-        conninfo = sqlalchemy_url(url).replace("postgresql+psycopg://", "postgresql://", 1)
         self._pool: ConnectionPool[Any] = ConnectionPool(
-            conninfo, min_size=min_size, max_size=max_size, kwargs={"autocommit": True}, open=True
+            url, min_size=min_size, max_size=max_size, kwargs={"autocommit": True}, open=True
         )
         self._local = threading.local()  # the write transaction this thread is inside, if any
         self._executor = _Pooled(self._pool, self._local)
@@ -125,7 +124,7 @@ class PostgresDatabase:
         return self._executor
 
     def _check_schema(self) -> None:
-        with psycopg.connect(sqlalchemy_url(self.url).replace("postgresql+psycopg://", "postgresql://", 1)) as db:
+        with psycopg.connect(self.url) as db:
             has_version = db.execute("SELECT to_regclass('alembic_version') IS NOT NULL").fetchone()
             found = None
             if has_version and has_version[0]:
