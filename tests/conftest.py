@@ -6,6 +6,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -35,19 +36,30 @@ def registry_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcess
     app.stop()
 
 
+Startable = TypeVar("Startable", InProcessRegistry, Cargohold)
+
+
+def _registries_with(
+    make: Callable[[Path, dict[str, str]], Startable], tmp_path: Path
+) -> Iterator[Callable[[dict[str, str]], Startable]]:
+    """A factory of registries of the test's own, each in a directory of its own; all stop after."""
+    started: list[Startable] = []
+
+    def start(env: dict[str, str]) -> Startable:
+        registry = make(tmp_path / f"registry-{len(started)}", env)
+        started.append(registry)
+        registry.start()
+        return registry
+
+    yield start
+    for registry in started:
+        registry.stop()
+
+
 @pytest.fixture
 def registry_app_with(tmp_path: Path) -> Iterator[Callable[[dict[str, str]], InProcessRegistry]]:
     """In-process registries of the test's own with extra CARGOHOLD_* settings."""
-    started: list[InProcessRegistry] = []
-
-    def start(env: dict[str, str]) -> InProcessRegistry:
-        app = InProcessRegistry(tmp_path / f"app-{len(started)}", extra_env=env)
-        started.append(app)
-        return app.start()
-
-    yield start
-    for app in started:
-        app.stop()
+    yield from _registries_with(lambda workdir, env: InProcessRegistry(workdir, extra_env=env), tmp_path)
 
 
 @pytest.fixture(scope="session")
@@ -64,16 +76,7 @@ def any_registry(request: pytest.FixtureRequest) -> ServerProcess:
 @pytest.fixture
 def cargohold_with(tmp_path: Path) -> Iterator[Callable[[dict[str, str]], Cargohold]]:
     """Start registries of the test's own with extra CARGOHOLD_* settings; all stop afterwards."""
-    started: list[Cargohold] = []
-
-    def start(env: dict[str, str]) -> Cargohold:
-        server = Cargohold(tmp_path / f"registry-{len(started)}", extra_env=env)
-        started.append(server)
-        return server.start()
-
-    yield start
-    for server in started:
-        server.stop()
+    yield from _registries_with(lambda workdir, env: Cargohold(workdir, extra_env=env), tmp_path)
 
 
 @pytest.fixture

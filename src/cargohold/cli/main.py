@@ -62,9 +62,13 @@ def _config(config_file: Path | None, **overrides: Any) -> Config:
         raise click.ClickException(str(err)) from None
 
 
-def _stores(config: Config) -> tuple[MetadataStore, BlobStore]:
+def _require_data(config: Config) -> None:
     if not config.database and not config.database_path.exists():
         raise click.ClickException(f"no registry data in {config.data.resolve()} (set --data or CARGOHOLD_DATA)")
+
+
+def _stores(config: Config) -> tuple[MetadataStore, BlobStore]:
+    _require_data(config)
     return open_metadata(config.database_target), open_blob_store(config.data, fsync=config.fsync)
 
 
@@ -301,12 +305,11 @@ def db_current(config_file: Path | None, data: Path | None) -> None:
     from ..storage.schema import HEAD, current_revision, is_empty, redacted, revision
 
     config = _config(config_file, data=data)
+    _require_data(config)
     target = config.database_target
     if isinstance(target, str):
         found = current_revision(target)
     else:
-        if not target.exists():
-            raise click.ClickException(f"no registry data in {config.data.resolve()} (set --data or CARGOHOLD_DATA)")
         with sqlite3.connect(target) as handle:
             found = None if is_empty(handle) else revision(handle) or "before migrations"
         handle.close()

@@ -23,7 +23,7 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from .metadata import SQLMetadataStore
-from .schema import HEAD, SchemaError, refusal_for_url, upgrade_url
+from .schema import redacted, settle, upgrade_url
 from .sql import Executor, Rows
 
 # Any fixed number: the key of the advisory lock every write transaction holds.
@@ -131,12 +131,14 @@ class PostgresDatabase:
                 row = db.execute("SELECT version_num FROM alembic_version").fetchone()
                 found = str(row[0]) if row else None
             tables = db.execute("SELECT count(*) FROM pg_tables WHERE schemaname = current_schema()").fetchone()
-        if found == HEAD:
-            return
-        if found is None and tables is not None and tables[0] == 0:
-            upgrade_url(self.url)  # a new database: made current (replicas take turns, env.py)
-            return
-        raise SchemaError(refusal_for_url(self.url, found))
+        # A new database is made current here; replicas starting at once take turns (env.py).
+        settle(
+            found,
+            lambda: tables is not None and tables[0] == 0,
+            lambda: upgrade_url(self.url)[1],
+            redacted(self.url),
+            "cargohold db upgrade",
+        )
 
     def close(self) -> None:
         self._pool.close()

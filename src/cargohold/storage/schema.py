@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fcntl
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 # The newest revision in migrations/versions (revisions are 4-digit numbers, so they sort);
@@ -39,39 +40,36 @@ def is_empty(db: sqlite3.Connection) -> bool:
     return count == 0
 
 
-def ensure_current(db: sqlite3.Connection, path: Path) -> None:
-    """Return if `db` is at HEAD; make an empty database current; otherwise refuse."""
-    found = revision(db)
+def settle(
+    found: str | None, empty: Callable[[], bool], make_current: Callable[[], str | None], where: str, command: str
+) -> None:
+    """The rule for every backend: return at HEAD; make an empty database current (or find
+    that another process just did); refuse any other revision, saying what to run."""
     if found == HEAD:
         return
-    if found is None and is_empty(db):
-        upgrade(path, only_if_empty=True)  # or another process just did
-        found = revision(db)
+    if found is None and empty():
+        found = make_current()
         if found == HEAD:
             return
-    raise SchemaError(refusal(path, found))
+    raise SchemaError(refusal(where, found, command))
 
 
-def refusal(path: Path, found: str | None) -> str:
+def ensure_current(db: sqlite3.Connection, path: Path) -> None:
+    def make_current() -> str | None:
+        upgrade(path, only_if_empty=True)
+        return revision(db)
+
+    settle(revision(db), lambda: is_empty(db), make_current, str(path), f"cargohold db upgrade --data {path.parent}")
+
+
+def refusal(where: str, found: str | None, command: str) -> str:
     if found is None or found < HEAD:
         was = f"revision {found}" if found else "the schema from before migrations"
-        return (
-            f"the database {path} has {was}; this cargohold needs revision {HEAD}: "
-            f"back it up, then run `cargohold db upgrade --data {path.parent}`"
-        )
+        return f"the database {where} has {was}; this cargohold needs revision {HEAD}: back it up, then run `{command}`"
     return (
-        f"the database {path} has revision {found}, newer than this cargohold knows ({HEAD}): "
+        f"the database {where} has revision {found}, newer than this cargohold knows ({HEAD}): "
         "run the cargohold that upgraded it, or restore the backup taken before"
     )
-
-
-def refusal_for_url(url: str, found: str | None) -> str:
-    """The refusal for a database named by URL (its password left out)."""
-    where = redacted(url)
-    if found is None or found < HEAD:
-        was = f"revision {found}" if found else "no cargohold schema"
-        return f"the database {where} has {was}; this cargohold needs revision {HEAD}: back it up, then upgrade it"
-    return f"the database {where} has revision {found}, newer than this cargohold knows ({HEAD})"
 
 
 def redacted(url: str) -> str:
