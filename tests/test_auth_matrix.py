@@ -11,9 +11,11 @@ from pathlib import Path
 import httpx
 import jwt
 import pytest
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from cargohold.auth.keys import KeyRing
+from cargohold.auth.sealing import load_secret
+from cargohold.storage.backends import open_database
 from tests.support.auth import SERVICE, SecureRegistry
 from tests.support.oci import OCI_MANIFEST, canonical, descriptor, make_image, push_blob, push_image
 from tests.support.servers import Cargohold
@@ -36,10 +38,12 @@ class World:
 
 
 def _server_key(data: Path) -> tuple[str, ec.EllipticCurvePrivateKey]:
-    kid = (data / "keys" / "active").read_text().strip()
-    key = serialization.load_pem_private_key((data / "keys" / f"{kid}.pem").read_bytes(), password=None)
-    assert isinstance(key, ec.EllipticCurvePrivateKey)
-    return kid, key
+    """The registry's own signing key, as one who stole the database and the secret file has it."""
+    database = open_database(data / "metadata.sqlite3")
+    try:
+        return KeyRing(database, load_secret(data / "secret.key", create=False)).load().signing_key()
+    finally:
+        database.close()
 
 
 def _mint(

@@ -126,7 +126,7 @@ def test_processes_opening_a_new_database_at_once_make_one_schema(tmp_path: Path
     assert versions(database) == [HEAD]
 
 
-def test_postgresql_gets_the_same_tables(postgres: PostgresServer) -> None:
+def test_postgresql_gets_the_same_tables(postgres: PostgresServer, tmp_path: Path) -> None:
     import psycopg
 
     url = postgres.create_database()
@@ -139,25 +139,13 @@ def test_postgresql_gets_the_same_tables(postgres: PostgresServer) -> None:
     with psycopg.connect(url) as db:
         assert [row[0] for row in db.execute("SELECT version_num FROM alembic_version")] == [HEAD]
         tables = {row[0] for row in db.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
-        sqlite_tables = set()
-        with sqlite3.connect(":memory:") as memory:
-            for statement in _sqlite_statements():
-                memory.execute(statement)
-            sqlite_tables = {row[0] for row in memory.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        assert tables - {"alembic_version"} == sqlite_tables
+        SQLiteMetadataStore(tmp_path / "metadata.sqlite3").close()
+        with sqlite3.connect(tmp_path / "metadata.sqlite3") as lite:
+            sqlite_tables = {row[0] for row in lite.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        lite.close()
+        assert tables == sqlite_tables
         # The constraints came along: sizes are 64-bit, a reference kind is checked.
         db.execute("INSERT INTO blob VALUES ('sha256:x', %s, 0, 0)", (1 << 40,))
         with pytest.raises(psycopg.errors.CheckViolation):
             db.execute("INSERT INTO manifest_ref VALUES ('r', 'm', 'c', 'nonsense')")
     assert sqlalchemy_url(url).startswith("postgresql+psycopg://")
-
-
-def _sqlite_statements() -> list[str]:
-    import importlib.util
-
-    path = MIGRATIONS / "versions" / "0001_initial_schema.py"
-    spec = importlib.util.spec_from_file_location("revision_0001", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return list(module.SQLITE)

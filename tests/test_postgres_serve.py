@@ -12,6 +12,7 @@ from pathlib import Path
 
 import psycopg
 
+from cargohold.storage.schema import HEAD
 from tests.support.oci import make_image, push_image, sha256
 from tests.support.postgres import PostgresServer
 from tests.support.servers import Cargohold
@@ -54,7 +55,7 @@ def test_serve_push_pull_and_maintain_on_postgresql(postgres: PostgresServer, tm
         assert pushed == (1,)
     data = ["--data", str(server.data)]
     current = cargohold(env, "db", "current", *data)
-    assert current.returncode == 0 and "revision 0001" in current.stdout, current.stdout + current.stderr
+    assert current.returncode == 0 and f"revision {HEAD}" in current.stdout, current.stdout + current.stderr
     usage = cargohold(env, "usage", "--json", *data)
     assert usage.returncode == 0, usage.stderr
     assert {row["name"] for row in json.loads(usage.stdout)} == {"team/app"}

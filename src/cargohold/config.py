@@ -30,6 +30,9 @@ class Config:
     # The metadata database: empty for <data>/metadata.sqlite3, or a postgresql://user@host:port/name
     # URL (shared by every replica; the blobs stay under `data`).
     database: str = ""
+    # 32 random bytes (base64) that seal secrets kept in the database (token signing keys):
+    # empty for <data>/secret.key, made on first start. Replicas sharing a database need the same file.
+    secret_file: str = ""
     workers: int = 1
     log_level: str = "info"
     access_log: bool = True
@@ -88,6 +91,10 @@ class Config:
     @property
     def database_path(self) -> Path:
         return self.data / "metadata.sqlite3"
+
+    @property
+    def secret_path(self) -> Path:
+        return Path(self.secret_file) if self.secret_file else self.data / "secret.key"
 
     @property
     def database_target(self) -> Path | str:

@@ -40,13 +40,18 @@ def meta(open_metadata_handle: OpenMetadata) -> MetadataStore:
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    """A database handle, as the access-control store gets one."""
+def database_target(request: pytest.FixtureRequest, tmp_path: Path) -> str | Path:
+    """Where a database lives: what `open_database` takes, to open as many handles as a test needs."""
     if request.param == "postgresql":
         server: PostgresServer = request.getfixturevalue("postgres")
-        handle = open_database(server.create_database())
-    else:
-        handle = open_database(tmp_path / "metadata.sqlite3")
+        return server.create_database()
+    return tmp_path / "metadata.sqlite3"
+
+
+@pytest.fixture
+def database(database_target: str | Path) -> Iterator[Database]:
+    """A database handle, as the access-control store gets one."""
+    handle = open_database(database_target)
     yield handle
     handle.close()
 

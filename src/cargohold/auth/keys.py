@@ -1,25 +1,30 @@
 """Token signing keys: generated on first start, identified by `kid`, rotated without downtime.
 
-Keys live as PEM files in `<data>/keys/`, one per kid, with `active` naming the one that signs.
-Rotation makes a new key active and keeps the old ones for verification, so tokens issued
-just before still work until they expire; `prune` then removes keys older than that.
+Keys live in the database (table `signing_key`), sealed under the secret file, so every process
+and every replica sharing the database signs and verifies with the same keys. One row is active:
+it signs. Rotation makes a new key active and keeps the old ones for verification, so tokens
+issued just before still work until they expire; `prune` then removes keys older than that.
 """
 
 from __future__ import annotations
 
 import base64
-import contextlib
-import fcntl
 import hashlib
-import os
+import logging
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from ..storage.sql import Database
+from .sealing import Sealer, SealingError
+
 ALGORITHM = "ES256"
+# How often a process looks for keys another one rotated in or pruned.
+FOLLOW_SECONDS = 1.0
+
+log = logging.getLogger("cargohold.auth")
 
 
 def _kid(key: ec.EllipticCurvePrivateKey) -> str:
@@ -27,106 +32,127 @@ def _kid(key: ec.EllipticCurvePrivateKey) -> str:
     return base64.b32encode(hashlib.sha256(der).digest()[:15]).decode().lower()
 
 
+def _der(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
 class KeyRing:
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
+    def __init__(self, database: Database, secret: bytes, legacy_directory: Path | None = None) -> None:
+        self.database = database
+        self._sealer = Sealer(secret, "token signing keys")
+        # Where cargohold before revision 0002 kept its keys as PEM files, to adopt them from.
+        self._legacy = legacy_directory
         self._keys: dict[str, ec.EllipticCurvePrivateKey] = {}
+        self._created: dict[str, float] = {}
         self._active = ""
-        self._active_mtime = 0.0
-        self._dir_mtime = 0
         self._checked = 0.0
 
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        with open(self.directory / ".lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            yield
-
     def ensure(self) -> KeyRing:
-        """Load the keys, creating the first one if there is none."""
-        with self._locked():
-            if not (self.directory / "active").exists():
-                self._write_new_key()
+        """Load the keys, adopting an older data directory's key files or creating the first key."""
+        adopted: list[Path] = []
+        with self.database.transaction() as db:
+            if db.execute("SELECT 1 FROM signing_key WHERE active = TRUE").fetchone() is None:
+                adopted = self._adopt_files()
+                if not adopted:
+                    self._insert(ec.generate_private_key(ec.SECP256R1()), active=True)
+        for path in adopted:  # committed: the plaintext copies go
+            path.unlink(missing_ok=True)
+        if adopted:
+            log.warning("moved %d signing key(s) from %s into the database, sealed", len(adopted) - 1, self._legacy)
         return self.load()
 
-    def load(self) -> KeyRing:
-        keys = {}
-        for path in self.directory.glob("*.pem"):
+    def _adopt_files(self) -> list[Path]:
+        directory = self._legacy
+        if directory is None or not (directory / "active").is_file():
+            return []
+        active = (directory / "active").read_text().strip()
+        pems = sorted(directory.glob("*.pem"))
+        for path in pems:
             key = serialization.load_pem_private_key(path.read_bytes(), password=None)
             if isinstance(key, ec.EllipticCurvePrivateKey):
-                keys[path.stem] = key
-        active_file = self.directory / "active"
-        self._active = active_file.read_text().strip()
-        self._active_mtime = active_file.stat().st_mtime
-        self._keys = keys
-        self._dir_mtime = self.directory.stat().st_mtime_ns
-        if self._active not in keys:
-            raise RuntimeError(f"the active signing key {self._active!r} is missing from {self.directory}")
-        return self
+                self._insert(key, active=path.stem == active, created=path.stat().st_mtime)
+        return [*pems, directory / "active"]
 
-    def _write_new_key(self) -> str:
-        key = ec.generate_private_key(ec.SECP256R1())
+    def _insert(self, key: ec.EllipticCurvePrivateKey, active: bool, created: float | None = None) -> str:
         kid = _kid(key)
-        pem = key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-        path = self.directory / f"{kid}.pem"
-        fd = os.open(path.with_suffix(".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as out:
-            out.write(pem)
-        os.replace(path.with_suffix(".tmp"), path)
-        active = self.directory / "active.tmp"
-        active.write_text(kid + "\n")
-        os.replace(active, self.directory / "active")
+        with self.database.transaction() as db:
+            if active:
+                db.execute("UPDATE signing_key SET active = FALSE WHERE active = TRUE")
+            db.execute(
+                "INSERT INTO signing_key(kid, sealed, created, active) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (kid) DO UPDATE SET active = excluded.active",
+                (kid, self._sealer.seal(kid, _der(key)), created or time.time(), active),
+            )
         return kid
 
+    def load(self) -> KeyRing:
+        """Read the key list; keys not yet held are opened, keys gone are dropped."""
+        rows = self.database.executor.execute("SELECT kid, created, active FROM signing_key").fetchall()
+        wanted = {kid for kid, _, _ in rows}
+        keys = {kid: key for kid, key in self._keys.items() if kid in wanted}
+        for kid in wanted - keys.keys():
+            keys[kid] = self._open(kid)
+        active = [kid for kid, _, is_active in rows if is_active]
+        if len(active) != 1:
+            raise RuntimeError(
+                f"the database holds {len(active)} active signing keys, not 1: run `cargohold keys rotate`"
+            )
+        self._keys, self._active = keys, active[0]
+        self._created = {kid: float(created) for kid, created, _ in rows}
+        self._checked = time.monotonic()
+        return self
+
+    def _open(self, kid: str) -> ec.EllipticCurvePrivateKey:
+        row = self.database.executor.execute("SELECT sealed FROM signing_key WHERE kid = ?", (kid,)).fetchone()
+        try:
+            der = self._sealer.open(kid, row[0]) if row else b""
+        except SealingError:
+            raise SealingError(
+                f"the signing key {kid} in the database was sealed with another secret: every process "
+                "sharing this database needs the same secret_file (CARGOHOLD_SECRET_FILE)"
+            ) from None
+        key = serialization.load_der_private_key(der, password=None)
+        assert isinstance(key, ec.EllipticCurvePrivateKey)
+        return key
+
     def rotate(self) -> str:
-        with self._locked():
-            kid = self._write_new_key()
+        kid = self._insert(ec.generate_private_key(ec.SECP256R1()), active=True)
         self.load()
         return kid
 
     def prune(self, older_than: float) -> list[str]:
         """Remove inactive keys created more than `older_than` seconds ago."""
-        removed = []
-        with self._locked():
-            active = (self.directory / "active").read_text().strip()
-            for path in self.directory.glob("*.pem"):
-                if path.stem != active and path.stat().st_mtime < time.time() - older_than:
-                    path.unlink()
-                    removed.append(path.stem)
+        with self.database.transaction() as db:
+            removed = [
+                kid
+                for (kid,) in db.execute(
+                    "DELETE FROM signing_key WHERE active = FALSE AND created < ? RETURNING kid",
+                    (time.time() - older_than,),
+                )
+            ]
         self.load()
         return removed
 
     def follow(self) -> None:
-        """Reload, at most once a second, when another process added or removed a key."""
-        now = time.monotonic()
-        if now - self._checked < 1.0:
-            return
-        self._checked = now
-        with contextlib.suppress(OSError):
-            if self.directory.stat().st_mtime_ns != self._dir_mtime:
-                self.load()
+        """Reload, at most once a second, to see keys another process rotated in or pruned."""
+        if time.monotonic() - self._checked >= FOLLOW_SECONDS:
+            self.load()
 
     def holds(self, kid: str) -> bool:
         return kid in self._keys
 
     def kids(self) -> list[tuple[str, float, bool]]:
         """(kid, created, active) for each key, newest first."""
-        rows = [(p.stem, p.stat().st_mtime, p.stem == self._active) for p in self.directory.glob("*.pem")]
+        rows = [(kid, self._created[kid], kid == self._active) for kid in self._keys]
         return sorted(rows, key=lambda row: -row[1])
 
     def signing_key(self) -> tuple[str, ec.EllipticCurvePrivateKey]:
-        # Another process may have rotated: follow the `active` file when it changes.
-        with contextlib.suppress(OSError):
-            if (self.directory / "active").stat().st_mtime != self._active_mtime:
-                self.load()
+        self.follow()  # another process may have rotated
         return self._active, self._keys[self._active]
 
     def verifying_key(self, kid: str) -> ec.EllipticCurvePublicKey | None:
+        self.follow()  # a key rotated in by another process since this one loaded
         key = self._keys.get(kid)
-        if key is None and kid.isalnum() and (self.directory / f"{kid}.pem").exists():
-            self.load()  # a key rotated in by another process since this one loaded
-            key = self._keys.get(kid)
         return key.public_key() if key is not None else None

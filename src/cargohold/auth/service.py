@@ -16,9 +16,11 @@ from pathlib import Path
 from ..config import Config
 from ..storage.backends import open_database
 from ..storage.events import Actor
+from ..storage.sql import Database
 from . import credentials as cred
 from .keys import KeyRing
 from .scopes import CATALOG, REPOSITORY_ACTIONS, Grant, Scope, allowed_actions, intersect, may_list_catalog
+from .sealing import load_secret
 from .store import AuthStore, AuthStoreError, Principal, Validity
 from .tokens import TokenService
 
@@ -114,9 +116,11 @@ class Authority:
         self._cache_key = secrets.token_bytes(32)
 
     @classmethod
-    def open(cls, config: Config) -> Authority:
-        store = AuthStore(open_database(config.database_target))
-        return cls(store, KeyRing(config.data / "keys").ensure(), AuthSettings.of(config))
+    def open(cls, config: Config, database: Database | None = None) -> Authority:
+        """Over the process's database handle when given (its owner closes it), else its own."""
+        store = AuthStore(database or open_database(config.database_target), owned=database is None)
+        keys = KeyRing(store.database, load_secret(config.secret_path, create=True), config.data / "keys")
+        return cls(store, keys.ensure(), AuthSettings.of(config))
 
     def close(self) -> None:
         self.store.close()

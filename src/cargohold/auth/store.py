@@ -131,12 +131,14 @@ class AuthStore:
     """Principals, groups, policies, credentials and login failures, in SQL both SQLite and
     PostgreSQL run, over the process's database handle (`storage.backends.open_database`)."""
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, owned: bool = True) -> None:
         self.database = database
         self._db = database.executor
+        self._owned = owned
 
     def close(self) -> None:
-        self.database.close()
+        if self._owned:
+            self.database.close()
 
     def _tx(self) -> AbstractContextManager[Executor]:
         return self.database.transaction()

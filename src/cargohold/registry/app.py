@@ -35,7 +35,7 @@ class Registry:
         self.config = config
         self.services = Services(config)
         self.access_log = AccessLog() if config.access_log else None
-        self.authority = Authority.open(config)
+        self.authority = Authority.open(config, self.services.database)
         self.gate = Gate(self.authority, config.auth_realm or None) if config.auth else None
         self.management = admin_api.Management(self.services, self.authority, self.gate)
         if config.auth:

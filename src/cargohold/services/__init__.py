@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from ..config import Config
 from ..oci.rules import parse_rules
-from ..storage.backends import open_blob_store, open_metadata
+from ..storage.backends import open_blob_store, open_database, open_metadata
 from .blobs import BlobService
 from .manifests import ManifestService
 from .uploads import UploadService
@@ -20,7 +20,9 @@ class Services:
 
     def __init__(self, config: Config) -> None:
         config.data.mkdir(parents=True, exist_ok=True)
-        self.meta = open_metadata(config.database_target)
+        # One handle per process: the access-control store shares it (`Authority.open`).
+        self.database = open_database(config.database_target)
+        self.meta = open_metadata(self.database)
         self.store = open_blob_store(config.data, fsync=config.fsync)
         # Threads that write upload batches while the event loop receives and hashes.
         self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="upload")
