@@ -28,8 +28,15 @@ class Config:
     listen: str = "127.0.0.1:5000"
     data: Path = field(default_factory=lambda: Path("./data"))
     # The metadata database: empty for <data>/metadata.sqlite3, or a postgresql://user@host:port/name
-    # URL (shared by every replica; the blobs stay under `data`).
+    # URL (shared by every replica).
     database: str = ""
+    # Where blobs live: empty for the data directory, or s3://bucket[/prefix] on an S3-compatible
+    # object store (AWS S3, MinIO, Ceph RGW), credentials from the usual AWS variables or files.
+    blob_store: str = ""
+    s3_endpoint: str = ""  # e.g. http://127.0.0.1:9000 for MinIO; empty for AWS
+    s3_region: str = "us-east-1"
+    # Answer blob GETs with a redirect to a presigned URL, so bytes flow from the store directly.
+    s3_redirect: bool = False
     # 32 random bytes (base64) that seal secrets kept in the database (token signing keys):
     # empty for <data>/secret.key, made on first start. Replicas sharing a database need the same file.
     secret_file: str = ""

@@ -18,6 +18,16 @@ class StorageFullError(OSError):
     """The blob store ran out of space."""
 
 
+class BackendUnavailable(Exception):
+    """The database or the object store cannot be reached, or did not answer in time: the
+    request may succeed later, so clients get 503 with Retry-After, never a 500."""
+
+    def __init__(self, backend: str, detail: str, retry_after: int = 5) -> None:
+        self.backend = backend
+        self.retry_after = retry_after
+        super().__init__(f"the {backend} is unavailable ({detail}); retry shortly")
+
+
 class UploadBusyError(Exception):
     """Another request, in this or another worker process, is writing to the upload."""
 
