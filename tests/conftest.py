@@ -14,6 +14,7 @@ from tests.support.auth import SecureRegistry
 from tests.support.clients import ContainersTools, Dockerd
 from tests.support.inprocess import InProcessRegistry
 from tests.support.postgres import PostgresServer
+from tests.support.s3 import MotoServer
 from tests.support.servers import Cargohold, Distribution, ServerProcess
 
 
@@ -95,6 +96,17 @@ def secure_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secure
     server.start()
     yield SecureRegistry(server)
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
+    """One S3-compatible server (moto) for the session; each test takes a bucket of its own."""
+    server = MotoServer(tmp_path_factory.mktemp("moto"))
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session")

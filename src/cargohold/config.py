@@ -19,6 +19,9 @@ ENV_PREFIX = "CARGOHOLD_"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
+_S3_LOCATION = re.compile(r"^s3://([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(?:/([A-Za-z0-9._/-]*))?\Z")
+
+
 class ConfigError(ValueError):
     """A setting that cannot be used, named so a person can fix it."""
 
@@ -102,6 +105,17 @@ class Config:
     @property
     def secret_path(self) -> Path:
         return Path(self.secret_file) if self.secret_file else self.data / "secret.key"
+
+    @property
+    def s3_location(self) -> tuple[str, str]:
+        """(bucket, key prefix) of `blob_store`."""
+        found = _S3_LOCATION.match(self.blob_store)
+        if not found or ".." in (found[2] or ""):
+            raise ConfigError(
+                f"blob_store {self.blob_store[:100]!r} must be empty (the data directory) or s3://bucket[/prefix], "
+                "with a bucket name of 3-63 lowercase letters, digits, dots and hyphens"
+            )
+        return found[1], found[2] or ""
 
     @property
     def database_target(self) -> Path | str:
@@ -267,6 +281,8 @@ def load_config(file: Path | None = None, environ: dict[str, str] | None = None,
         raise ConfigError(f"log_level {config.log_level!r} must be one of {', '.join(LOG_LEVELS)}")
     if config.database and not config.database.startswith("postgresql://"):
         raise ConfigError("database must be empty (SQLite under the data directory) or a postgresql:// URL")
+    if config.blob_store:
+        _ = config.s3_location  # raises a ConfigError naming the problem
     if config.workers < 1:
         raise ConfigError("workers must be at least 1")
     if config.body_timeout <= 0:

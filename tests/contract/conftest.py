@@ -8,10 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from cargohold.storage.backends import open_blob_store, open_database, open_metadata
+from cargohold.storage.backends import open_database, open_metadata
+from cargohold.storage.blobstore import FilesystemBlobStore
 from cargohold.storage.interfaces import BlobStore, MetadataStore
+from cargohold.storage.locks import FileLocks, Locks, PostgresLocks
+from cargohold.storage.s3 import MIN_PART_SIZE, S3BlobStore, s3_client
 from cargohold.storage.sql import Database
 from tests.support.postgres import PostgresServer
+from tests.support.s3 import REGION, MotoServer
 
 # Opens one more handle on the same database, as another worker process or replica would.
 OpenMetadata = Callable[[], MetadataStore]
@@ -56,6 +60,24 @@ def database(database_target: str | Path) -> Iterator[Database]:
     handle.close()
 
 
-@pytest.fixture(params=["filesystem"])
-def blob_store(request: pytest.FixtureRequest, tmp_path: Path) -> BlobStore:
-    return open_blob_store(tmp_path / "blobs-root", fsync=False)
+@pytest.fixture(params=["filesystem", "s3"])
+def blob_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BlobStore]:
+    if request.param == "filesystem":
+        yield FilesystemBlobStore(tmp_path / "blobs-root", fsync=False)
+        return
+    server: MotoServer = request.getfixturevalue("s3")
+    locks = FileLocks(tmp_path / "locks")
+    # The smallest part S3 allows, so a few MiB exercise parts, tails and their joins.
+    yield S3BlobStore(s3_client(server.endpoint, REGION), server.create_bucket(), "cargohold", locks, MIN_PART_SIZE)
+    locks.close()
+
+
+@pytest.fixture(params=["files", "postgresql"])
+def locks(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Locks]:
+    if request.param == "postgresql":
+        server: PostgresServer = request.getfixturevalue("postgres")
+        held: Locks = PostgresLocks(server.create_database())
+    else:
+        held = FileLocks(tmp_path / "locks")
+    yield held
+    held.close()

@@ -26,7 +26,7 @@ def upload(store: BlobStore, upload_id: str, data: bytes) -> None:
 
 
 def stored(store: BlobStore, digest: Digest) -> bytes:
-    with open(store.blob_path(digest), "rb") as f:
+    with store.open_blob(digest) as f:
         return f.read()
 
 
@@ -75,15 +75,22 @@ def test_an_upload_is_written_by_one_writer_at_a_time(blob_store: BlobStore) -> 
         with pytest.raises(UploadBusyError):
             blob_store.open_upload("d" * 32)
         writer.write_parts([b"abc"])
-        writer.truncate(1)
-        assert writer.size == 1, "a chunk that is given up is cut away"
+        writer.truncate(0)
+        assert writer.size == 0, "a chunk that is given up is cut away"
+        writer.write_parts([b"de"])
     finally:
         writer.close()
     again = blob_store.open_upload("d" * 32)
     try:
-        assert again.size == 1
+        assert again.size == 2
+        again.write_parts([b"fgh"])
+        again.truncate(2)
+        assert again.size == 2, "back to where this request began, not to zero"
     finally:
         again.close()
+    with blob_store.publishing(Digest.of(b"de")):
+        assert blob_store.commit_upload("d" * 32, Digest.of(b"de"))
+    assert stored(blob_store, Digest.of(b"de")) == b"de"
 
 
 def test_reclaim_takes_only_what_is_unrecorded(blob_store: BlobStore) -> None:
@@ -96,3 +103,80 @@ def test_reclaim_takes_only_what_is_unrecorded(blob_store: BlobStore) -> None:
     assert gone == [Digest.of(drop)]
     assert blob_store.blob_size(Digest.of(keep)) == 1000 and blob_store.blob_size(Digest.of(drop)) is None
     assert set(blob_store.blob_files()) == {Digest.of(keep)}
+
+
+def test_an_upload_continues_across_handles_and_parts(blob_store: BlobStore) -> None:
+    """Chunks of odd sizes from several requests (as from several replicas), one of them given
+    up halfway: the blob is exactly the bytes that were kept, in order."""
+    upload_id = "9" * 32
+    blob_store.create_upload(upload_id)
+    pieces = [os.urandom(n) for n in (1 << 20, (4 << 20) + 17, 3, (7 << 20) + 5, 100_000)]
+    for number, piece in enumerate(pieces):
+        writer = blob_store.open_upload(upload_id)
+        try:
+            start = writer.size
+            if number == 2:  # a request whose body broke off: its bytes are undone
+                writer.write_parts([os.urandom(6 << 20)])
+                writer.truncate(start)
+            writer.write_parts([piece[: len(piece) // 3], piece[len(piece) // 3 :]])
+            writer.sync()
+        finally:
+            writer.close()
+    data = b"".join(pieces)
+    reopened = blob_store.open_upload(upload_id)
+    assert reopened.size == len(data)
+    reopened.close()
+    digest = Digest.of(data)
+    with blob_store.publishing(digest):
+        assert blob_store.commit_upload(upload_id, digest)
+    assert blob_store.blob_size(digest) == len(data)
+    assert hashlib.sha256(stored(blob_store, digest)).hexdigest() == digest.encoded
+    assert upload_id not in blob_store.upload_ids()
+
+
+def test_ranges_of_a_blob(blob_store: BlobStore) -> None:
+    data = os.urandom(50_000)
+    digest = Digest.of(data)
+    upload(blob_store, "8" * 32, data)
+    with blob_store.publishing(digest):
+        blob_store.commit_upload("8" * 32, digest)
+    with blob_store.open_blob(digest, 1000, 2345) as f:
+        assert f.read() == data[1000:3345]
+    with blob_store.open_blob(digest, 49_990) as f:
+        assert f.read() == data[49_990:]
+    with pytest.raises(FileNotFoundError):
+        blob_store.open_blob(Digest.of(b"never stored"))
+
+
+def test_the_hash_state_kept_is_the_one_given(blob_store: BlobStore) -> None:
+    """A store that cannot read an unfinished upload back keeps the hash state with its bytes."""
+    blob_store.create_upload("7" * 32)
+    writer = blob_store.open_upload("7" * 32)
+    writer.write_parts([b"first"])
+    writer.keep_hash_state(b"state after first")
+    writer.close()
+    again = blob_store.open_upload("7" * 32)
+    try:
+        kept = again.hash_state
+        assert kept == (b"state after first" if blob_store.keeps_hash_state else None)
+        again.write_parts([b"second"])
+        again.keep_hash_state(b"state after second")
+        again.truncate(5)
+        assert again.hash_state == kept, "an undone chunk takes its hash state with it"
+    finally:
+        again.close()
+
+
+def test_expired_and_cancelled_uploads_leave_nothing(blob_store: BlobStore) -> None:
+    blob_store.create_upload("6" * 32)
+    writer = blob_store.open_upload("6" * 32)
+    writer.write_parts([os.urandom(6 << 20)])
+    writer.close()
+    assert "6" * 32 in blob_store.upload_ids()
+    assert blob_store.upload_idle_since("6" * 32) is not None
+    blob_store.delete_upload("6" * 32)
+    blob_store.empty_trash()
+    assert "6" * 32 not in blob_store.upload_ids()
+    assert blob_store.upload_idle_since("6" * 32) is None
+    with pytest.raises(FileNotFoundError):
+        blob_store.open_upload("6" * 32)

@@ -15,7 +15,8 @@ import click
 
 from .. import __version__
 from ..config import Config, ConfigError, load_config
-from ..storage.backends import open_blob_store, open_metadata
+from ..services import open_blobs
+from ..storage.backends import open_metadata
 from ..storage.interfaces import BlobStore, MetadataStore
 from ..storage.records import ImmutableTagError
 from ..storage.schema import SchemaError
@@ -69,7 +70,7 @@ def _require_data(config: Config) -> None:
 
 def _stores(config: Config) -> tuple[MetadataStore, BlobStore]:
     _require_data(config)
-    return open_metadata(config.database_target), open_blob_store(config.data, fsync=config.fsync)
+    return open_metadata(config.database_target), open_blobs(config)
 
 
 @cli.command()

@@ -27,7 +27,7 @@ class ScrubReport:
 
 def _hash_file(store: BlobStore, digest: Digest) -> str:
     hasher = hashlib.new(digest.algorithm)
-    with open(store.blob_path(digest), "rb") as f:
+    with store.open_blob(digest) as f:
         while chunk := f.read(_CHUNK):
             hasher.update(chunk)
     return hasher.hexdigest()

@@ -40,6 +40,10 @@ def parse_range(header: str, size: int) -> tuple[int, int]:
 
 async def get(services: Services, request: Request, res: Responder, route: Route) -> None:
     blob = services.blobs.find(route.name, Digest.parse(route.arg))
+    if blob.url is not None and request.method == "GET":
+        # The bytes come from the object store directly, as Distribution's `redirect` does.
+        await res.empty(307, {"location": blob.url, "docker-content-digest": str(blob.digest)})
+        return
     headers = {
         "content-type": "application/octet-stream",
         "docker-content-digest": str(blob.digest),
@@ -58,7 +62,10 @@ async def get(services: Services, request: Request, res: Responder, route: Route
     if request.method == "HEAD":
         await res.body(b"")
         return
-    await res.file(str(blob.path), offset, length)
+    if blob.path is not None:
+        await res.file(str(blob.path), offset, length)
+    else:
+        await res.stream(services.blobs.open(blob, offset, length), length)
 
 
 async def delete(services: Services, request: Request, res: Responder, route: Route) -> None:

@@ -10,7 +10,7 @@ import asyncio
 import json
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import parse_qs
 
 from ..oci.errors import ErrorCode, RegistryError
@@ -212,6 +212,20 @@ class Responder:
         headers = {"content-type": content_type, "content-length": str(len(payload)), **err.headers}
         await self.start(err.status, headers)
         await self.body(b"" if head else payload)
+
+    async def stream(self, reader: BinaryIO, length: int) -> None:
+        """Send `length` bytes read from a blocking stream (an object store's), a chunk at a
+        time: each read runs in a thread, so the event loop goes on while the store answers."""
+        with reader:
+            remaining = length
+            while remaining > 0:
+                chunk = await asyncio.to_thread(reader.read, min(READ_CHUNK, remaining))
+                if not chunk:
+                    raise OSError(f"the blob ended {remaining} bytes early")
+                remaining -= len(chunk)
+                await self.body(chunk, more=remaining > 0)
+        if length == 0:
+            await self.body(b"")
 
     async def file(self, path: str, offset: int, length: int) -> None:
         """Stream `length` bytes of a file from `offset`, never holding more than a chunk.

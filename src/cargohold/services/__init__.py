@@ -9,10 +9,20 @@ from concurrent.futures import ThreadPoolExecutor
 
 from ..config import Config
 from ..oci.rules import parse_rules
-from ..storage.backends import open_blob_store, open_database, open_metadata
+from ..storage.backends import BucketSettings, open_blob_store, open_database, open_metadata
+from ..storage.interfaces import BlobStore
 from .blobs import BlobService
 from .manifests import ManifestService
 from .uploads import UploadService
+
+
+def open_blobs(config: Config) -> BlobStore:
+    """The configured blob store: the data directory, or the `blob_store` bucket."""
+    bucket = None
+    if config.blob_store:
+        name, prefix = config.s3_location
+        bucket = BucketSettings(name, prefix, config.s3_endpoint, config.s3_region, config.s3_redirect)
+    return open_blob_store(config.data, config.fsync, bucket, config.database_target)
 
 
 class Services:
@@ -23,7 +33,7 @@ class Services:
         # One handle per process: the access-control store shares it (`Authority.open`).
         self.database = open_database(config.database_target)
         self.meta = open_metadata(self.database)
-        self.store = open_blob_store(config.data, fsync=config.fsync)
+        self.store = open_blobs(config)
         # Threads that write upload batches while the event loop receives and hashes.
         self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="upload")
         self.immutable_tags = parse_rules(config.immutable_tags)

@@ -6,6 +6,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from ..oci.digest import Digest
 from ..oci.errors import ErrorCode, RegistryError
@@ -19,7 +20,8 @@ log = logging.getLogger("cargohold.registry")
 class StoredBlob:
     digest: Digest
     size: int
-    path: Path
+    path: Path | None  # a file on this machine, when the store keeps one
+    url: str | None  # where the client may fetch it directly, when the store offers it
 
 
 class BlobService:
@@ -39,7 +41,10 @@ class BlobService:
             # Never serve content that cannot be what was pushed; say so where operators look.
             log.error("blob %s is damaged: recorded %d bytes, stored %s; run `cargohold scrub`", digest, size, stored)
             raise RegistryError(ErrorCode.BLOB_UNKNOWN, f"blob {digest} is damaged in storage and cannot be served")
-        return StoredBlob(digest, size, self.blobs.blob_path(digest))
+        return StoredBlob(digest, size, self.blobs.local_file(digest), self.blobs.blob_url(digest))
+
+    def open(self, blob: StoredBlob, offset: int, length: int) -> BinaryIO:
+        return self.blobs.open_blob(blob.digest, offset, length)
 
     def unlink(self, name: str, digest: Digest, actor: Actor) -> None:
         """Take the blob out of `name`; its bytes go at the next GC if nothing else uses them."""

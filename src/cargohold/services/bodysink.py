@@ -17,7 +17,6 @@ which pushes back on the clients through TCP.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import sys
 import threading
 from collections import deque
@@ -26,6 +25,7 @@ from concurrent.futures import Executor
 from contextlib import contextmanager
 
 from ..storage.interfaces import UploadHandle
+from .resumable import RunningHash
 
 BATCH_BYTES = 1 << 20
 WRITES_IN_FLIGHT = 2
@@ -168,7 +168,7 @@ class _OrderedWrites:
 
 
 async def sink(
-    chunks: AsyncIterator[bytes], writer: UploadHandle, hasher: hashlib._Hash, pool: Executor, budget: WriteBudget
+    chunks: AsyncIterator[bytes], writer: UploadHandle, hasher: RunningHash, pool: Executor, budget: WriteBudget
 ) -> None:
     """Hash and append every chunk. Every chunk that arrived is written, even when the body
     ends early; whether to keep them is the caller's decision (uploads truncate them away)."""

@@ -25,6 +25,7 @@ from ..storage.interfaces import BlobStore, MetadataStore, UploadHandle
 from ..storage.records import QuotaExceededError, StorageFullError, UploadBusyError, is_upload_id
 from .bodysink import BodyStreams, WriteBudget, sink
 from .quota import quota_refusal
+from .resumable import ResumableSha256, RunningHash
 
 _HASH_CHUNK = 1 << 20
 _MAX_CACHED_HASHERS = 1024
@@ -86,14 +87,14 @@ class HasherCache:
     """Running sha256 states of the upload sessions this process is writing."""
 
     def __init__(self) -> None:
-        self._states: OrderedDict[str, tuple[int, hashlib._Hash]] = OrderedDict()
+        self._states: OrderedDict[str, tuple[int, RunningHash]] = OrderedDict()
 
-    def take(self, upload_id: str, size: int) -> hashlib._Hash | None:
+    def take(self, upload_id: str, size: int) -> RunningHash | None:
         """The state after exactly `size` bytes, if this process holds it."""
         state = self._states.pop(upload_id, None)
         return state[1] if state is not None and state[0] == size else None
 
-    def put(self, upload_id: str, size: int, hasher: hashlib._Hash) -> None:
+    def put(self, upload_id: str, size: int, hasher: RunningHash) -> None:
         self._states[upload_id] = (size, hasher)
         while len(self._states) > _MAX_CACHED_HASHERS:
             self._states.popitem(last=False)
@@ -153,6 +154,8 @@ class UploadService:
         async with self._locked(name, upload_id) as writer:
             self._check_continues(chunk, writer.size, body)
             hasher = await self._receive(upload_id, writer, body)
+            if isinstance(hasher, ResumableSha256):  # saved with the bytes, for any replica
+                writer.keep_hash_state(hasher.save())
             self.hashers.put(upload_id, writer.size, hasher)
             return writer.size
 
@@ -233,13 +236,12 @@ class UploadService:
         finally:
             writer.close()
 
-    async def _receive(self, upload_id: str, writer: UploadHandle, body: Body) -> hashlib._Hash:
+    async def _receive(self, upload_id: str, writer: UploadHandle, body: Body) -> RunningHash:
         self._check_room(body.content_length())  # before any work: re-hashing may take seconds
         start = writer.size
         hasher = self.hashers.take(upload_id, start)
         if hasher is None:  # another process (or a previous life of this one) wrote the last bytes
-            loop = asyncio.get_running_loop()
-            hasher = await loop.run_in_executor(self.pool, self._hash_upload, upload_id, "sha256", start)
+            hasher = await self._resume_hash(upload_id, writer)
         before = hasher.copy()
         try:
             await self._append(writer, hasher, body)
@@ -249,7 +251,22 @@ class UploadService:
             raise
         return hasher
 
-    async def _append(self, writer: UploadHandle, hasher: hashlib._Hash, body: Body) -> int:
+    async def _resume_hash(self, upload_id: str, writer: UploadHandle) -> RunningHash:
+        """The SHA-256 of the session's bytes so far: from the state the store saved, or by
+        reading the bytes again where the store can (a file)."""
+        if not self.blobs.keeps_hash_state:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self.pool, self._hash_upload, upload_id, "sha256", writer.size)
+        saved = writer.hash_state
+        if saved is not None:
+            return ResumableSha256.restore(saved)
+        if writer.size == 0:
+            return ResumableSha256()
+        raise RegistryError(
+            ErrorCode.BLOB_UPLOAD_INVALID, f"upload {upload_id} kept no hash of its bytes; start the upload again"
+        )
+
+    async def _append(self, writer: UploadHandle, hasher: RunningHash, body: Body) -> int:
         """Stream the body onto the upload; returns the bytes appended.
 
         All or nothing: a body that ends before its end (a cut connection, a malformed chunked
@@ -306,7 +323,7 @@ class UploadService:
                 headers={"connection": "close"},
             )
 
-    def _complete(self, name: str, upload_id: str, digest: Digest, writer: UploadHandle, hasher: hashlib._Hash) -> None:
+    def _complete(self, name: str, upload_id: str, digest: Digest, writer: UploadHandle, hasher: RunningHash) -> None:
         writer.sync()  # every byte in the file (and durable) before it is judged and published
         actual = (
             hasher.hexdigest()

@@ -1,5 +1,4 @@
-"""The local-filesystem blob store. (The S3 store will share its method set; the contract
-gets written down as a Protocol with a shared test suite when that second store exists.)
+"""The local-filesystem blob store (`interfaces.BlobStore`; the S3 one is `s3.py`).
 
 Blobs live under `blobs/<algorithm>/<first two hex>/<hex>`; upload sessions under
 `uploads/<id>`; upload files a request gave up on wait in `trash/` to be freed off the
@@ -16,7 +15,7 @@ import fcntl
 import os
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from ..oci.digest import Digest
 from ..oci.errors import RegistryError
@@ -33,6 +32,8 @@ def check_upload_id(upload_id: str) -> str:
 
 
 class FilesystemBlobStore:
+    keeps_hash_state = False  # an upload file can always be hashed again
+
     def __init__(self, root: Path, fsync: bool = True) -> None:
         self.root = Path(root)
         self.fsync = fsync
@@ -47,6 +48,17 @@ class FilesystemBlobStore:
 
     def blob_path(self, digest: Digest) -> Path:
         return self._blobs / digest.algorithm / digest.encoded[:2] / digest.encoded
+
+    def local_file(self, digest: Digest) -> Path:
+        return self.blob_path(digest)
+
+    def open_blob(self, digest: Digest, offset: int = 0, length: int | None = None) -> BinaryIO:
+        f = open(self.blob_path(digest), "rb")  # noqa: SIM115 - the caller closes it
+        f.seek(offset)
+        return f if length is None else cast(BinaryIO, _Limited(f, length))
+
+    def blob_url(self, digest: Digest) -> None:
+        return None
 
     def create_upload(self, upload_id: str) -> None:
         fd = os.open(self._upload_path(upload_id), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -176,6 +188,29 @@ class FilesystemBlobStore:
                 with os.scandir(prefix_dir.path) as entries:
                     for entry in entries:
                         yield f"{algorithm_dir.name}:{entry.name}"
+
+
+class _Limited:
+    """The first `length` bytes of an open file."""
+
+    def __init__(self, f: BinaryIO, length: int) -> None:
+        self._f = f
+        self._left = length
+
+    def read(self, size: int = -1) -> bytes:
+        size = self._left if size < 0 else min(size, self._left)
+        data = self._f.read(size)
+        self._left -= len(data)
+        return data
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self) -> _Limited:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _fsync_dir(path: Path) -> None:

@@ -21,6 +21,15 @@ class UploadHandle(Protocol):
 
     @property
     def size(self) -> int: ...
+    @property
+    def hash_state(self) -> bytes | None:
+        """The SHA-256 state saved after exactly `size` bytes, by a store that keeps one."""
+        ...
+
+    def keep_hash_state(self, state: bytes) -> None:
+        """Save it with the bytes written, when they are committed (`sync`, `close`)."""
+        ...
+
     def write_parts(self, parts: list[bytes]) -> None: ...
     def truncate(self, size: int) -> None: ...
     def sync(self) -> None: ...
@@ -28,6 +37,10 @@ class UploadHandle(Protocol):
 
 
 class BlobStore(Protocol):
+    # True when an upload's bytes cannot be read back before it completes (an object store's
+    # multipart upload): uploads then keep their hash state in the session (`keep_hash_state`).
+    keeps_hash_state: bool
+
     # upload sessions
     def create_upload(self, upload_id: str) -> None: ...
     def open_upload(self, upload_id: str) -> UploadHandle:
@@ -53,9 +66,17 @@ class BlobStore(Protocol):
     def reclaim(self, digests: Iterable[Digest], unrecorded: Callable[[Digest], bool]) -> list[Digest]: ...
     def blob_size(self, digest: Digest) -> int | None: ...
     def blob_mtime(self, digest: Digest) -> float | None: ...
-    def blob_path(self, digest: Digest) -> Path:
-        """The blob's local file: what downloads stream (pread) and scrub hashes. An object
-        store will answer with a reader or a redirect instead; this is that seam."""
+    def local_file(self, digest: Digest) -> Path | None:
+        """The blob's file when the store keeps it on this machine: downloads pread it."""
+        ...
+
+    def open_blob(self, digest: Digest, offset: int = 0, length: int | None = None) -> BinaryIO:
+        """The blob's bytes from `offset` (`length` of them, or to the end), streamed.
+        Raises FileNotFoundError when it is not stored."""
+        ...
+
+    def blob_url(self, digest: Digest) -> str | None:
+        """A URL clients may fetch the blob from directly (a presigned one), when configured."""
         ...
 
     def delete_blob(self, digest: Digest) -> None: ...

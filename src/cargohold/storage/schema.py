@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import fcntl
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 # The newest revision in migrations/versions (revisions are 4-digit numbers, so they sort);
@@ -55,11 +56,27 @@ def settle(
 
 
 def ensure_current(db: sqlite3.Connection, path: Path) -> None:
+    if revision(db) == HEAD:
+        return
+
     def make_current() -> str | None:
         upgrade(path, only_if_empty=True)
         return revision(db)
 
-    settle(revision(db), lambda: is_empty(db), make_current, str(path), f"cargohold db upgrade --data {path.parent}")
+    # Judged under the migration lock: another process may be half way through making this
+    # database (its tables there, its revision not yet), which is neither empty nor old.
+    with _migration_lock(path):
+        found, empty = revision(db), is_empty(db)
+    settle(found, lambda: empty, make_current, str(path), f"cargohold db upgrade --data {path.parent}")
+
+
+@contextmanager
+def _migration_lock(path: Path) -> Iterator[None]:
+    """One process at a time migrates (or judges) the SQLite database at `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".migrating"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def refusal(where: str, found: str | None, command: str) -> str:
@@ -83,9 +100,7 @@ def redacted(url: str) -> str:
 
 def upgrade(path: Path, only_if_empty: bool = False) -> tuple[str | None, str]:
     """Bring the SQLite database at `path` to HEAD; returns (revision before, revision after)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(path.name + ".migrating"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be migrating the same database
+    with _migration_lock(path):
         with sqlite3.connect(path) as db:
             before, empty = revision(db), is_empty(db)
         db.close()

@@ -102,6 +102,12 @@ class UploadWriter:
     def size(self) -> int:
         return self._written + len(self._tail)
 
+    # The file itself can be hashed again: no state is kept (interfaces.UploadHandle).
+    hash_state = None
+
+    def keep_hash_state(self, state: bytes) -> None:
+        pass
+
     def write_parts(self, parts: list[bytes]) -> None:
         if self._direct < 0:
             for part in parts:
