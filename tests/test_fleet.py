@@ -1,0 +1,226 @@
+"""A fleet, all on loopback: PostgreSQL of the test's own, moto's S3 server, three cargohold
+replicas and nginx in front. Through the balancer: docker and skopeo push and pull; a replica
+killed mid-push does not stop the client's retry from completing through the others; garbage
+collection looping while 200 images are pushed leaves every surviving tag pullable and no
+unreferenced blob in the bucket."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+
+from cargohold.storage.s3 import s3_client
+from tests.support.balancer import Nginx
+from tests.support.clients import ContainersTools, Dockerd, hello_context, static_busybox
+from tests.support.postgres import PostgresServer
+from tests.support.race import RaceTarget, cargohold_freed, doomed, make_images, new_seed, run_race
+from tests.support.s3 import REGION, MotoServer
+from tests.support.servers import Cargohold, free_port
+from tests.support.waiting import wait_until
+
+pytestmark = pytest.mark.slow
+
+REPLICAS = 3
+# A blob is a push's own for this long before collection may take it: a push through the
+# balancer to S3 makes several object-store calls per blob, and each one that outlasts the
+# grace is refused and sent again (allowed, but it must stay the exception).
+GRACE = 3.0
+
+
+@dataclass
+class Fleet:
+    database: PostgresServer
+    url: str  # the database's
+    s3: MotoServer
+    bucket: str
+    replicas: list[Cargohold]
+    balancer: Nginx
+    env: dict[str, str]
+
+    def blob_keys(self) -> set[str]:
+        pages = s3_client(self.s3.endpoint, REGION).get_paginator("list_objects_v2").paginate(Bucket=self.bucket)
+        keys = [item["Key"] for page in pages for item in page.get("Contents", [])]
+        return {key for key in keys if key.startswith("blobs/")}
+
+    def blob_digests(self) -> set[str]:
+        return {f"{key.split('/')[1]}:{key.rsplit('/', 1)[1]}" for key in self.blob_keys()}
+
+    def command(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "cargohold", *args, "--data", str(self.replicas[0].data)]
+
+    def command_env(self) -> dict[str, str]:
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("CARGOHOLD_")}
+        return {**clean, **self.env}
+
+
+@pytest.fixture
+def fleet(s3: MotoServer, tmp_path: Path) -> Iterator[Fleet]:
+    # A PostgreSQL of the test's own, under /tmp: as root it runs as `postgres`, which may not
+    # enter pytest's directories.
+    database = PostgresServer(Path(f"/tmp/cargohold-fleet-pg-{os.getpid()}")).start()
+    url = database.create_database()
+    bucket = s3.create_bucket()
+    env = {
+        **s3.environment(),
+        "CARGOHOLD_DATABASE": url,
+        "CARGOHOLD_BLOB_STORE": f"s3://{bucket}",
+        "CARGOHOLD_SECRET_FILE": str(tmp_path / "secret.key"),
+        "CARGOHOLD_WORKERS": "1",
+    }
+    replicas = [Cargohold(tmp_path / f"replica{n}", extra_env=env, port=free_port()) for n in range(REPLICAS)]
+    balancer = Nginx(tmp_path / "nginx", [replica.port for replica in replicas])
+    try:
+        for replica in replicas:
+            replica.start()
+        balancer.start()
+        yield Fleet(database, url, s3, bucket, replicas, balancer, env)
+    finally:
+        balancer.stop()
+        for replica in replicas:
+            replica.stop()
+        database.stop()
+        subprocess.run(["rm", "-rf", str(database.workdir)], check=False)
+
+
+def served_by_each(fleet: Fleet) -> None:
+    """Every replica answered through the balancer: round robin reached them all."""
+    for replica in fleet.replicas:
+        assert re.search(r'"(GET|HEAD|PUT|PATCH|POST) /v2/team/', replica.log_text()), f"{replica.url} got no request"
+
+
+def test_docker_and_skopeo_through_the_balancer(
+    fleet: Fleet, dockerd: Dockerd, containers: ContainersTools, tmp_path: Path
+) -> None:
+    image = f"{fleet.balancer.host}/team/hello:v1"
+    context = hello_context(tmp_path / "ctx", os.urandom(3 << 20).hex().encode(), recipe="Dockerfile")
+    dockerd.run("build", "--network", "host", "-t", image, context)
+    pushed = dockerd.run("push", image).stdout
+    digest = re.search(r"digest: (sha256:[0-9a-f]{64})", pushed)
+    assert digest, pushed
+    dockerd.run("rmi", image)
+    assert f"Digest: {digest[1]}" in dockerd.run("pull", image).stdout
+    ran = dockerd.run("run", "--rm", "--network", "host", image).stdout
+    assert ran.encode() == (context / "hello.txt").read_bytes()
+
+    out = tmp_path / "out"
+    copied = f"docker://{fleet.balancer.host}/team/copied:v1"
+    containers.skopeo("copy", "--src-tls-verify=false", "--dest-tls-verify=false", f"docker://{image}", copied)
+    containers.skopeo("copy", "--src-tls-verify=false", copied, f"dir:{out}")
+    manifest = (out / "manifest.json").read_bytes()
+    assert "sha256:" + hashlib.sha256(manifest).hexdigest() == digest[1], "the same manifest, byte for byte"
+    for layer in json.loads(manifest)["layers"]:
+        assert (
+            "sha256:" + hashlib.sha256((out / layer["digest"].split(":")[1]).read_bytes()).hexdigest()
+            == layer["digest"]
+        )
+    served_by_each(fleet)
+
+
+def _received(port: int) -> int:
+    """Bytes received so far on the connections to `port` (ss's bytes_received, per socket)."""
+    listed = subprocess.run(
+        ["ss", "-tniH", "state", "established", f"( sport = :{port} )"], capture_output=True, text=True, check=True
+    ).stdout
+    return sum(int(n) for n in re.findall(r"bytes_received:(\d+)", listed))
+
+
+def receiving(replica: Cargohold) -> bool:
+    """Whether a request body is streaming into the replica now (over 1 MiB in 0.2 s)."""
+    before = _received(replica.port)
+    time.sleep(0.2)
+    return _received(replica.port) - before > (1 << 20)
+
+
+def test_a_replica_killed_mid_push_loses_nothing(fleet: Fleet, dockerd: Dockerd, tmp_path: Path) -> None:
+    """docker pushes three 40 MiB layers; a replica is killed with SIGKILL while it receives
+    one; docker retries through the balancer, which skips the dead replica."""
+    context = tmp_path / "ctx"
+    context.mkdir()
+    for n in range(3):
+        (context / f"noise{n}").write_bytes(os.urandom(40 << 20))
+    shutil.copy(static_busybox(), context / "busybox")
+    (context / "Dockerfile").write_text(
+        "FROM scratch\nCOPY busybox /bin/busybox\n"
+        + "".join(f"COPY noise{n} /noise{n}\n" for n in range(3))
+        + 'CMD ["/bin/busybox", "sha256sum", "/noise0", "/noise1", "/noise2"]\n'
+    )
+    image = f"{fleet.balancer.host}/team/big:v1"
+    dockerd.run("build", "--network", "host", "-t", image, context)
+    victim = fleet.replicas[1]
+    result: dict[str, subprocess.CompletedProcess[str]] = {}
+    push = threading.Thread(target=lambda: result.update(push=dockerd.run("push", image, check=False)))
+    push.start()
+    wait_until(lambda: receiving(victim) or not push.is_alive(), "the victim to receive a layer", timeout=120)
+    victim.kill()
+    push.join(timeout=600)
+    done = result["push"]
+    assert done.returncode == 0, done.stdout + done.stderr
+    digest = re.search(r"digest: (sha256:[0-9a-f]{64})", done.stdout)
+    assert digest, done.stdout
+    cut = (fleet.balancer.workdir / "error.log").read_text()
+    assert f'upstream: "http://127.0.0.1:{victim.port}/' in cut, "the replica died with a request in flight"
+    victim.start()  # back in the pool, so the pull may be served by any replica
+    dockerd.run("rmi", image)
+    dockerd.run("pull", image)
+    sums = dockerd.run("run", "--rm", "--network", "host", image).stdout.split()
+    assert sums[0::2] == [hashlib.sha256((context / f"noise{n}").read_bytes()).hexdigest() for n in range(3)]
+    with psycopg.connect(fleet.url) as db:
+        recorded = {row[0] for row in db.execute("SELECT digest FROM blob")}
+    assert recorded <= fleet.blob_digests(), "every recorded blob is in the bucket"
+
+
+def test_gc_loops_while_200_images_are_pushed_through_the_balancer(fleet: Fleet, containers: ContainersTools) -> None:
+    seed = int(os.environ.get("CARGOHOLD_RACE_SEED") or new_seed())
+    print(f"race seed {seed} (rerun with CARGOHOLD_RACE_SEED={seed})")
+    target = RaceTarget(
+        "cargohold fleet",
+        fleet.balancer.url,
+        fleet.balancer.host,
+        fleet.command("gc", "--json", "--grace", f"{GRACE}s"),
+        fleet.blob_digests,
+        False,
+        cargohold_freed,
+    )
+    images = make_images(200, repos=8, seed=seed)
+    result = run_race(
+        target, images, grace=GRACE, seed=seed, collector_env=fleet.command_env(), skopeo_env=containers.env, log=print
+    )
+    print(json.dumps(result.__dict__, indent=2))
+    assert result.push_failures == []
+    assert result.pushed == 200
+    assert result.manifest_retries < 50, f"{result.manifest_retries} manifest retries"
+    assert result.uploads_refused == 0
+    assert result.deleted == sum(doomed(reference) for reference in images)
+    assert result.gc_failures == 0, result.gc_errors
+    assert result.gc_runs >= 3, "the collector loop should have run throughout the pushes"
+    assert result.gc_freed_blobs > 0
+    assert result.lost_tags == [] and result.undead_tags == []
+    assert result.pull_failures == [], "\n".join(result.pull_failures)
+    assert result.missing_blobs == 0
+    assert result.unreferenced_blobs == 0, "blobs no surviving image uses were left in the bucket after a final gc"
+    with psycopg.connect(fleet.url) as db:
+        unreferenced = db.execute(
+            "SELECT count(*) FROM blob WHERE NOT EXISTS (SELECT 1 FROM manifest_ref r WHERE r.child = blob.digest)"
+        ).fetchone()
+    assert unreferenced == (0,)
+    scrubbed = subprocess.run(
+        fleet.command("scrub", "--json"), capture_output=True, text=True, env=fleet.command_env(), timeout=300
+    )
+    assert scrubbed.returncode == 0, scrubbed.stdout + scrubbed.stderr
+    assert json.loads(scrubbed.stdout)["healthy"] is True
+    listed = httpx.get(f"{fleet.balancer.url}/v2/_catalog").json()["repositories"]
+    assert len(listed) == 8
