@@ -69,7 +69,8 @@ def _require_data(config: Config) -> None:
 
 def _stores(config: Config) -> tuple[MetadataStore, BlobStore]:
     _require_data(config)
-    return open_metadata(config.database_target), open_blob_store(config.data, fsync=config.fsync)
+    meta = open_metadata(config.database_target, config.database_timeout)
+    return meta, open_blob_store(config.data, fsync=config.fsync)
 
 
 @cli.command()

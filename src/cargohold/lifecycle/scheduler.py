@@ -13,6 +13,7 @@ from ..config import Config
 from ..oci.rules import TagRule
 from ..storage.backends import open_metadata
 from ..storage.interfaces import BlobStore, MetadataStore
+from ..storage.records import BackendUnavailable
 from .gc import collect_garbage
 from .retention import apply_retention
 from .uploads import expire_uploads
@@ -57,7 +58,7 @@ class Maintenance:
                     fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
                     return  # another worker is running it right now
-                meta = open_metadata(self.config.database_target)
+                meta = open_metadata(self.config.database_target, self.config.database_timeout)
                 try:
                     job(meta)
                 finally:
@@ -68,6 +69,8 @@ class Maintenance:
         while True:
             try:
                 await loop.run_in_executor(self.pool, run)
+            except BackendUnavailable as err:  # it runs again next time; one line, no traceback
+                log.warning("maintenance job %s skipped: %s", job.__name__, err)
             except Exception:
                 log.exception("maintenance job %s failed", job.__name__)
             await asyncio.sleep(interval)

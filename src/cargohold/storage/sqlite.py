@@ -27,11 +27,12 @@ def _use_wal(db: sqlite3.Connection) -> None:
             time.sleep(0.01)
 
 
-def connect(path: Path) -> sqlite3.Connection:
+def connect(path: Path, timeout: float = _BUSY_TIMEOUT) -> sqlite3.Connection:
     """A connection in autocommit mode (transactions are explicit, reads take no lock), WAL, to a
-    database at the schema this code is written for (`schema.ensure_current`)."""
+    database at the schema this code is written for (`schema.ensure_current`). A writer waits
+    `timeout` seconds for another's write lock, then gets "database is locked"."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=_BUSY_TIMEOUT)
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=timeout)
     _use_wal(db)
     db.execute("PRAGMA synchronous=NORMAL")
     db.execute("PRAGMA foreign_keys=ON")
@@ -64,9 +65,9 @@ class SQLiteDatabase:
     """The embedded default: one SQLite file in WAL mode, one connection per process (used from
     the event loop and the pool's threads alike); BEGIN IMMEDIATE makes writers take turns."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, timeout: float = _BUSY_TIMEOUT) -> None:
         self.path = Path(path)
-        self._connection = connect(self.path)
+        self._connection = connect(self.path, timeout)
 
     @property
     def executor(self) -> sqlite3.Connection:
