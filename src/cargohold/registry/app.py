@@ -103,7 +103,9 @@ class Registry:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 services = self.services
-                jobs = Maintenance(self.config, services.store, services.immutable_tags, services.pool).start()
+                jobs = Maintenance(
+                    self.config, services.store, services.immutable_tags, services.pool, services.database
+                ).start()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 for job in jobs:

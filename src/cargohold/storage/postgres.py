@@ -26,6 +26,7 @@ import math
 import re
 import threading
 import time
+import zlib
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
@@ -46,15 +47,20 @@ log = logging.getLogger("cargohold.storage")
 # failed reconnect at WARNING; this module logs an outage once, when it starts and ends.
 logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
 
-# Any fixed numbers: the key of the advisory lock every write transaction holds, and the keys of
-# leadership's session locks (one per name; migrations/env.py's MIGRATION_LOCK is 0x...6F00).
+# Any fixed number: the key of the advisory lock every write transaction holds
+# (migrations/env.py's MIGRATION_LOCK is 0x6361_7267_6F00).
 WRITE_LOCK = 0x6361_7267_6F01
-LEAD_LOCKS = {"maintenance": 0x6361_7267_6F02}
 DEFAULT_TIMEOUT = 10.0
 # A pooled connection returned this recently in working order is lent without a check (a
 # round trip per request would cost as much as the query); an older one is checked first.
 _FRESH = 2.0
 _PLACEHOLDER = re.compile(r"\?|:([a-z_]+)")
+
+
+def lead_key(name: str) -> int:
+    """The session advisory lock whose holder leads `name`: "carg" in the high 32 bits, which no
+    other key of ours has, and a CRC of the name below."""
+    return (0x6361_7267 << 32) | zlib.crc32(name.encode())
 
 
 def translate(sql: str) -> str:
@@ -225,7 +231,8 @@ class PostgresDatabase:
         )
         self._local = threading.local()  # the write transaction this thread is inside, if any
         self._executor = _Pooled(self._pool, self._local, self._guard)
-        self._leads: dict[str, psycopg.Connection[Any]] = {}
+        self._lead_connection: psycopg.Connection[Any] | None = None  # holds the session locks
+        self._leading: set[str] = set()
         self._lead_lock = threading.Lock()
 
     @property
@@ -258,10 +265,11 @@ class PostgresDatabase:
 
     def close(self) -> None:
         with self._lead_lock:
-            for connection in self._leads.values():
+            if self._lead_connection is not None:
                 with suppress(psycopg.Error):
-                    connection.close()  # ends the session: its leadership lock goes with it
-            self._leads.clear()
+                    self._lead_connection.close()  # ends the session: its leadership locks go with it
+            self._lead_connection = None
+            self._leading.clear()
         self._pool.close()
 
     @contextmanager
@@ -297,36 +305,42 @@ class PostgresDatabase:
         self._guard.answered()
 
     def try_lead(self, name: str) -> bool:
-        key = LEAD_LOCKS[name]
         with self._lead_lock:
-            held = self._leads.pop(name, None)
-            if held is not None:
+            if self._lead_connection is not None:
                 try:
-                    held.execute("SELECT 1")  # the session lives, so its lock is still ours
-                    self._leads[name] = held
-                    return True
+                    self._lead_connection.execute("SELECT 1")  # the session lives: its locks are still held
                 except psycopg.Error:
                     with suppress(psycopg.Error):
-                        held.close()  # the server ended the session: the lock is free or another's
-            connection: psycopg.Connection[Any] | None = None
+                        self._lead_connection.close()  # the session ended: each lock is free or another's
+                    self._lead_connection = None
+                    self._leading.clear()
+            if name in self._leading:
+                return True
             try:
-                # Keepalives: a leader cut off by the network lets go within a minute, not hours.
-                connection = psycopg.connect(
-                    self.url, **self._connect_kwargs, keepalives=1, keepalives_idle=15, keepalives_interval=5
-                )
-                self._configure(connection)
-                connection.execute("SET tcp_keepalives_idle = 15")
-                connection.execute("SET tcp_keepalives_interval = 5")
-                row = connection.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
+                if self._lead_connection is None:
+                    self._lead_connection = self._connect_lead()
+                row = self._lead_connection.execute("SELECT pg_try_advisory_lock(%s)", (lead_key(name),)).fetchone()
             except psycopg.OperationalError as err:
-                if connection is not None:
-                    connection.close()
                 raise self._guard.failure(err) from None
             if row is not None and row[0]:
-                self._leads[name] = connection
+                self._leading.add(name)
                 return True
-            connection.close()
             return False
+
+    def _connect_lead(self) -> psycopg.Connection[Any]:
+        """The session that holds this process's leadership locks, apart from the pool."""
+        # Keepalives both ways: a leader cut off by the network lets go within a minute, not hours.
+        connection = psycopg.connect(
+            self.url, **self._connect_kwargs, keepalives=1, keepalives_idle=15, keepalives_interval=5
+        )
+        try:
+            self._configure(connection)
+            connection.execute("SET tcp_keepalives_idle = 15")
+            connection.execute("SET tcp_keepalives_interval = 5")
+        except BaseException:
+            connection.close()
+            raise
+        return connection
 
 
 class PostgresMetadataStore(SQLMetadataStore):

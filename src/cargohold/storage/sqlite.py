@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -68,6 +71,7 @@ class SQLiteDatabase:
     def __init__(self, path: Path, timeout: float = _BUSY_TIMEOUT) -> None:
         self.path = Path(path)
         self._connection = connect(self.path, timeout)
+        self._leads: dict[str, int] = {}  # name -> the descriptor whose flock is the leadership
 
     @property
     def executor(self) -> sqlite3.Connection:
@@ -84,5 +88,24 @@ class SQLiteDatabase:
         finally:
             self._connection.execute("COMMIT")
 
+    def try_lead(self, name: str) -> bool:
+        """Leadership among every process on this database file (one machine): an exclusive
+        flock on a file beside it (`metadata.sqlite3.lead-NAME`), kept until this handle closes
+        or the process dies."""
+        if name in self._leads:
+            return True
+        fd = os.open(self.path.with_name(f"{self.path.name}.lead-{name}"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._leads[name] = fd
+        return True
+
     def close(self) -> None:
+        for fd in self._leads.values():
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._leads.clear()
         self._connection.close()
