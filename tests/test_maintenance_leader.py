@@ -21,9 +21,9 @@ from tests.support.postgres import PostgresServer
 from tests.support.servers import Cargohold
 
 INTERVAL = 0.5  # gc_interval and upload_sweep_interval of the replicas
-LEADS = "this process leads the maintenance job collect_garbage"
-FOLLOWS = "another process leads the maintenance job collect_garbage"
-GC_RAN = re.compile(r"maintenance job collect_garbage ran in")
+LEADS = "this process leads the scheduled job collect_garbage"
+FOLLOWS = "another process leads the scheduled job collect_garbage"
+GC_RAN = re.compile(r"scheduled job collect_garbage ran in")
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

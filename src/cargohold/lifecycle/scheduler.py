@@ -82,7 +82,7 @@ class Maintenance:
                     job(meta)
                 finally:
                     meta.close()
-                log.debug("maintenance job %s ran in %.3f s", job.__name__, time.monotonic() - started)
+                log.debug("scheduled job %s ran in %.3f s", job.__name__, time.monotonic() - started)
 
         loop = asyncio.get_running_loop()
         await asyncio.sleep(min(interval, FIRST_RUN_DELAY))
@@ -102,11 +102,11 @@ class Maintenance:
             before = self._leading.get(job)
             if leading != before:
                 if leading:
-                    log.info("this process leads the maintenance job %s", job)
+                    log.info("this process leads the scheduled job %s", job)
                 elif before:
-                    log.warning("this process no longer leads the maintenance job %s (its database session ended)", job)
+                    log.warning("this process no longer leads the scheduled job %s (its database session ended)", job)
                 else:
-                    log.info("another process leads the maintenance job %s", job)
+                    log.info("another process leads the scheduled job %s", job)
                 self._leading[job] = leading
             return leading
 
