@@ -33,6 +33,10 @@ class Config:
     # The metadata database: empty for <data>/metadata.sqlite3, or a postgresql://user@host:port/name
     # URL (shared by every replica).
     database: str = ""
+    # The longest a request waits on the database (PostgreSQL: for a connection, to connect, for
+    # one statement, the write lock included; SQLite: for the write lock) before it is answered
+    # 503 with Retry-After, so an outage or a stuck lock costs clients seconds, not minutes.
+    database_timeout: float = 10.0
     # Where blobs live: empty for the data directory, or s3://bucket[/prefix] on an S3-compatible
     # object store (AWS S3, MinIO, Ceph RGW), credentials from the usual AWS variables or files.
     blob_store: str = ""
@@ -283,6 +287,8 @@ def load_config(file: Path | None = None, environ: dict[str, str] | None = None,
         raise ConfigError("database must be empty (SQLite under the data directory) or a postgresql:// URL")
     if config.blob_store:
         _ = config.s3_location  # raises a ConfigError naming the problem
+    if config.database_timeout <= 0:
+        raise ConfigError("database_timeout must be more than 0 (a request would otherwise wait forever)")
     if config.workers < 1:
         raise ConfigError("workers must be at least 1")
     if config.body_timeout <= 0:

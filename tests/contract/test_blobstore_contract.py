@@ -86,6 +86,10 @@ def test_an_upload_is_written_by_one_writer_at_a_time(blob_store: BlobStore) -> 
         again.write_parts([b"fgh"])
         again.truncate(2)
         assert again.size == 2, "back to where this request began, not to zero"
+        again.write_parts([b"ijk"])
+        again.sync()  # made durable to be judged, then refused (the database went away)
+        again.truncate(2)
+        assert again.size == 2, "even after a sync, the request's bytes can be undone"
     finally:
         again.close()
     with blob_store.publishing(Digest.of(b"de")):

@@ -42,7 +42,8 @@ class PostgresServer:
             raise RuntimeError(f"{' '.join(command)} failed:\n{done.stdout}{done.stderr}\n{log}")
         return done
 
-    def start(self) -> PostgresServer:
+    def start(self, port: int | None = None) -> PostgresServer:
+        """Start on a free port, or on `port` (a restart that clients must find where it was)."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.socket_dir.mkdir(exist_ok=True)
         if self._as_postgres:
@@ -64,7 +65,7 @@ class PostgresServer:
             )
         # A port chosen here may be taken before the server binds it: pg_ctl then fails, so retry.
         for _ in range(5):
-            self.port = free_port()
+            self.port = port or free_port()
             options = f"-p {self.port} -k {self.socket_dir} -c listen_addresses=127.0.0.1 -c fsync=off"
             try:
                 self._run(_pg_bin("pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-o", options, "-w", "start")

@@ -9,6 +9,7 @@ issued just before still work until they expire; `prune` then removes keys older
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import logging
 import time
@@ -17,6 +18,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from ..storage.records import BackendUnavailable
 from ..storage.sql import Database
 from .sealing import Sealer, SealingError
 
@@ -136,9 +138,13 @@ class KeyRing:
         return removed
 
     def follow(self) -> None:
-        """Reload, at most once a second, to see keys another process rotated in or pruned."""
+        """Reload, at most once a second, to see keys another process rotated in or pruned.
+        While the database is unavailable the keys held stay in use (tokens already issued keep
+        working), and one caller a second tries again."""
         if time.monotonic() - self._checked >= FOLLOW_SECONDS:
-            self.load()
+            self._checked = time.monotonic()
+            with contextlib.suppress(BackendUnavailable):
+                self.load()
 
     def holds(self, kid: str) -> bool:
         return kid in self._keys

@@ -118,7 +118,9 @@ class Authority:
     @classmethod
     def open(cls, config: Config, database: Database | None = None) -> Authority:
         """Over the process's database handle when given (its owner closes it), else its own."""
-        store = AuthStore(database or open_database(config.database_target), owned=database is None)
+        store = AuthStore(
+            database or open_database(config.database_target, config.database_timeout), owned=database is None
+        )
         keys = KeyRing(store.database, load_secret(config.secret_path, create=True), config.data / "keys")
         return cls(store, keys.ensure(), AuthSettings.of(config))
 

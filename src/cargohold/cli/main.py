@@ -70,7 +70,7 @@ def _require_data(config: Config) -> None:
 
 def _stores(config: Config) -> tuple[MetadataStore, BlobStore]:
     _require_data(config)
-    return open_metadata(config.database_target), open_blobs(config)
+    return open_metadata(config.database_target, config.database_timeout), open_blobs(config)
 
 
 @cli.command()

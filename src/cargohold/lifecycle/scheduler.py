@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import logging
+import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Executor
 
@@ -13,6 +15,8 @@ from ..config import Config
 from ..oci.rules import TagRule
 from ..storage.backends import open_metadata
 from ..storage.interfaces import BlobStore, MetadataStore
+from ..storage.records import BackendUnavailable
+from ..storage.sql import Database
 from .gc import collect_garbage
 from .retention import apply_retention
 from .uploads import expire_uploads
@@ -26,14 +30,27 @@ Job = Callable[[MetadataStore], None]
 
 
 class Maintenance:
-    """Schedules the jobs the config asks for. Every worker process schedules them; a lock file
-    per job lets one process run it at a time, so N workers do not collect garbage N times over."""
+    """Schedules the jobs the config asks for. Every worker process of every replica schedules
+    them, but only the one that leads a job (`Database.try_lead`: one process among all that
+    share the database, per job, so a process that does not schedule GC never holds GC's lead)
+    runs it; the others ask again at each run and take over when the leader is gone. Within one
+    machine a lock file per job also keeps any two processes from running it at once."""
 
-    def __init__(self, config: Config, blobs: BlobStore, immutable_tags: tuple[TagRule, ...], pool: Executor) -> None:
+    def __init__(
+        self,
+        config: Config,
+        blobs: BlobStore,
+        immutable_tags: tuple[TagRule, ...],
+        pool: Executor,
+        database: Database,
+    ) -> None:
         self.config = config
         self.blobs = blobs
         self.immutable_tags = immutable_tags
         self.pool = pool
+        self.database = database
+        self._leading: dict[str, bool] = {}  # per job, as last found
+        self._lead_lock = threading.Lock()
 
     def start(self) -> list[asyncio.Task[None]]:
         config = self.config
@@ -52,25 +69,46 @@ class Maintenance:
         lock_path = self.config.data / f".{job.__name__}.lock"
 
         def run() -> None:
+            if not self._leads(job.__name__):
+                return
             with open(lock_path, "a") as lock:
                 try:
                     fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
                     return  # another worker is running it right now
-                meta = open_metadata(self.config.database_target)
+                started = time.monotonic()
+                meta = open_metadata(self.config.database_target, self.config.database_timeout)
                 try:
                     job(meta)
                 finally:
                     meta.close()
+                log.debug("scheduled job %s ran in %.3f s", job.__name__, time.monotonic() - started)
 
         loop = asyncio.get_running_loop()
         await asyncio.sleep(min(interval, FIRST_RUN_DELAY))
         while True:
             try:
                 await loop.run_in_executor(self.pool, run)
+            except BackendUnavailable as err:  # it runs again next time; one line, no traceback
+                log.warning("maintenance job %s skipped: %s", job.__name__, err)
             except Exception:
                 log.exception("maintenance job %s failed", job.__name__)
             await asyncio.sleep(interval)
+
+    def _leads(self, job: str) -> bool:
+        """Whether this process leads `job`; a change is logged once."""
+        with self._lead_lock:
+            leading = self.database.try_lead(job)
+            before = self._leading.get(job)
+            if leading != before:
+                if leading:
+                    log.info("this process leads the scheduled job %s", job)
+                elif before:
+                    log.warning("this process no longer leads the scheduled job %s (its database session ended)", job)
+                else:
+                    log.info("another process leads the scheduled job %s", job)
+                self._leading[job] = leading
+            return leading
 
     def expire_uploads(self, meta: MetadataStore) -> None:
         expired = expire_uploads(meta, self.blobs, self.config.upload_max_age)

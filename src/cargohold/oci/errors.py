@@ -14,7 +14,7 @@ from typing import Any
 
 
 class ErrorCode(Enum):
-    """The spec's table (distribution-spec v1.1, "Error Codes"), nothing else."""
+    """The spec's table (distribution-spec v1.1, "Error Codes"), and Distribution's UNAVAILABLE."""
 
     # value: (HTTP status, default message)
     BLOB_UNKNOWN = (404, "blob unknown to registry")
@@ -31,6 +31,9 @@ class ErrorCode(Enum):
     DENIED = (403, "requested access to the resource is denied")
     UNSUPPORTED = (405, "the operation is unsupported")
     TOOMANYREQUESTS = (429, "too many requests")
+    # Not in the spec's table but Distribution's (errcode.ErrorCodeUnavailable): the one answer
+    # for a dependency that is down or slow, which clients (docker, containerd) retry.
+    UNAVAILABLE = (503, "service unavailable")
 
     @property
     def status(self) -> int:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-import sqlite3
 import threading
 import time
 
@@ -14,10 +13,11 @@ from ..auth.credentials import prepare_logins
 from ..auth.service import Authority
 from ..config import Config, load_config
 from ..lifecycle.scheduler import Maintenance
-from ..oci.errors import RegistryError
+from ..oci.errors import ErrorCode, RegistryError
 from ..oci.names import validate_name
 from ..services import Services
-from ..storage.records import StorageFullError
+from ..storage.backends import storage_failure
+from ..storage.records import BackendUnavailable
 from . import admin_api, token_endpoint
 from .access import OPEN, Gate
 from .accesslog import AccessLog
@@ -60,17 +60,8 @@ class Registry:
         except IncompleteBody as cut:
             # The client may still listen (a half-closed socket, a malformed chunk): tell it.
             await self._refuse(request, res, cut.refusal())
-        except (StorageFullError, sqlite3.OperationalError) as err:
-            if isinstance(err, sqlite3.OperationalError) and "full" not in str(err):
-                log.exception("database error on %s %s", request.method, request.path)
-                await self._refuse(request, res, RegistryError.plain(500, "database error; see the server log"))
-            else:
-                log.error("storage full on %s %s: %s", request.method, request.path, err)
-                full = RegistryError.plain(507, "the registry's storage is full; nothing was stored")
-                await self._refuse(request, res, full)
-        except Exception:
-            log.exception("internal error on %s %s", request.method, request.path)
-            await self._refuse(request, res, RegistryError.plain(500, "internal error; see the server log"))
+        except Exception as err:
+            await self._fail(request, res, err)
         if self.access_log is not None:
             client = scope.get("client") or ("-", 0)
             self.access_log.write(
@@ -84,6 +75,23 @@ class Registry:
                 request.request_id,
             )
 
+    async def _fail(self, request: Request, res: Responder, err: Exception) -> None:
+        """Anything else raised while answering: a storage failure (the whole API, /token and
+        /api/ included, answers it alike) or a bug."""
+        failure = storage_failure(err)
+        if isinstance(failure, BackendUnavailable):
+            # One line, no traceback: an outage would otherwise bury the log in identical ones.
+            log.warning("503 on %s %s: %s", request.method, request.path, failure)
+            retry = {"retry-after": str(failure.retry_after)}
+            await self._refuse(request, res, RegistryError(ErrorCode.UNAVAILABLE, str(failure), headers=retry))
+        elif failure is not None:
+            log.error("storage full on %s %s: %s", request.method, request.path, failure)
+            full = RegistryError.plain(507, "the registry's storage is full; nothing was stored")
+            await self._refuse(request, res, full)
+        else:
+            log.exception("internal error on %s %s", request.method, request.path)
+            await self._refuse(request, res, RegistryError.plain(500, "internal error; see the server log"))
+
     async def _refuse(self, request: Request, res: Responder, err: RegistryError) -> None:
         if res.status:  # the response already started; nothing more can be said
             return
@@ -95,7 +103,9 @@ class Registry:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 services = self.services
-                jobs = Maintenance(self.config, services.store, services.immutable_tags, services.pool).start()
+                jobs = Maintenance(
+                    self.config, services.store, services.immutable_tags, services.pool, services.database
+                ).start()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 for job in jobs:

@@ -31,7 +31,7 @@ class Services:
     def __init__(self, config: Config) -> None:
         config.data.mkdir(parents=True, exist_ok=True)
         # One handle per process: the access-control store shares it (`Authority.open`).
-        self.database = open_database(config.database_target)
+        self.database = open_database(config.database_target, config.database_timeout)
         self.meta = open_metadata(self.database)
         self.store = open_blobs(config)
         # Threads that write upload batches while the event loop receives and hashes.

@@ -22,7 +22,13 @@ from ..oci.digest import Digest
 from ..oci.errors import ErrorCode, RegistryError
 from ..oci.rules import Quota
 from ..storage.interfaces import BlobStore, MetadataStore, UploadHandle
-from ..storage.records import QuotaExceededError, StorageFullError, UploadBusyError, is_upload_id
+from ..storage.records import (
+    BackendUnavailable,
+    QuotaExceededError,
+    StorageFullError,
+    UploadBusyError,
+    is_upload_id,
+)
 from .bodysink import BodyStreams, WriteBudget, sink
 from .quota import quota_refusal
 from .resumable import ResumableSha256, RunningHash
@@ -165,8 +171,9 @@ class UploadService:
         """Append an optional last chunk, verify the digest and store the blob."""
         async with self._locked(name, upload_id) as writer:
             self._check_continues(chunk, writer.size, body)
+            start = writer.size
             hasher = await self._receive(upload_id, writer, body)
-            self._complete(name, upload_id, digest, writer, hasher)
+            self._complete(name, upload_id, digest, writer, hasher, start)
 
     async def size(self, name: str, upload_id: str) -> int:
         async with self._locked(name, upload_id) as writer:
@@ -323,7 +330,10 @@ class UploadService:
                 headers={"connection": "close"},
             )
 
-    def _complete(self, name: str, upload_id: str, digest: Digest, writer: UploadHandle, hasher: RunningHash) -> None:
+    def _complete(
+        self, name: str, upload_id: str, digest: Digest, writer: UploadHandle, hasher: RunningHash, start: int = 0
+    ) -> None:
+        """Verify and publish; `start` is the session's size before this request's bytes."""
         writer.sync()  # every byte in the file (and durable) before it is judged and published
         actual = (
             hasher.hexdigest()
@@ -339,6 +349,18 @@ class UploadService:
         self.hashers.drop(upload_id)
         try:
             self.meta.check_quotas(name, self.quotas, str(digest), writer.size)
+        except BackendUnavailable:
+            # Nothing is published: the session goes back to where this request found it, so
+            # the client's retry of the same request (same chunk, same Content-Range) fits.
+            writer.truncate(start)
+            raise
+        except QuotaExceededError as err:
+            self._discard(upload_id, writer)
+            raise quota_refusal(err, "the upload was discarded") from None
+        # Past the rename the session's file is the blob's: if the record cannot be written now
+        # (the database went away this instant), the file stays unrecorded, invisible, until GC
+        # takes it, and the session is gone (BLOB_UPLOAD_UNKNOWN: the client sends the blob anew).
+        try:
             with self.blobs.publishing(digest):
                 moved = self.blobs.commit_upload(upload_id, digest)
                 # Checked again inside the write transaction; if a concurrent upload won the last

@@ -3,6 +3,8 @@ else takes a `MetadataStore` and a `BlobStore` (`interfaces.py`)."""
 
 from __future__ import annotations
 
+import errno
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,26 +12,31 @@ from .blobstore import FilesystemBlobStore
 from .interfaces import BlobStore, MetadataStore
 from .locks import FileLocks, Locks, PostgresLocks
 from .metadata import SQLMetadataStore
+from .records import BackendUnavailable, StorageFullError
 from .sql import Database
 from .sqlite import SQLiteDatabase
 
 # How long a presigned blob URL stays valid: long enough for a slow client to start.
 REDIRECT_SECONDS = 600
 
+# The default `database_timeout` (config.py): the longest a request waits on the database.
+DATABASE_TIMEOUT = 10.0
 
-def open_database(database: Path | str) -> Database:
-    """An SQLite file, or a PostgreSQL database by URL (`postgresql://user@host:port/name`)."""
+
+def open_database(database: Path | str, timeout: float = DATABASE_TIMEOUT) -> Database:
+    """An SQLite file, or a PostgreSQL database by URL (`postgresql://user@host:port/name`).
+    `timeout` bounds every wait on it (a connection, a statement, the write lock)."""
     if isinstance(database, str) and database.startswith("postgresql://"):
         from .postgres import PostgresDatabase  # psycopg loads only for PostgreSQL
 
-        return PostgresDatabase(database)
-    return SQLiteDatabase(Path(database))
+        return PostgresDatabase(database, timeout=timeout)
+    return SQLiteDatabase(Path(database), timeout=timeout)
 
 
-def open_metadata(database: Path | str | Database) -> MetadataStore:
+def open_metadata(database: Path | str | Database, timeout: float = DATABASE_TIMEOUT) -> MetadataStore:
     """The metadata store on a database (opened here from a path or URL, or a handle shared
     with the access-control store)."""
-    handle = database if not isinstance(database, (str, Path)) else open_database(database)
+    handle = database if not isinstance(database, (str, Path)) else open_database(database, timeout)
     return SQLMetadataStore(handle)
 
 
@@ -64,3 +71,18 @@ def open_blob_store(
         open_locks(database or root / "metadata.sqlite3", root / "locks"),
         redirect_seconds=REDIRECT_SECONDS if bucket.redirect else 0,
     )
+
+
+def storage_failure(err: BaseException) -> BackendUnavailable | StorageFullError | None:
+    """What a backend's own exception means to a caller, when it is one of the two failures that
+    are not bugs: out of space, or a dependency busy or down (retry later). The PostgreSQL store
+    raises those itself; SQLite's connection is used as it is, so its errors are read here."""
+    if isinstance(err, (BackendUnavailable, StorageFullError)):
+        return err
+    if isinstance(err, sqlite3.OperationalError):
+        text = str(err)
+        if "full" in text:  # "database or disk is full"
+            return StorageFullError(errno.ENOSPC, "the database's disk is full")
+        if "locked" in text or "busy" in text:  # another writer held the lock past the busy timeout
+            return BackendUnavailable("database", "another writer held the lock too long")
+    return None

@@ -413,7 +413,9 @@ class S3UploadHandle:
     def __init__(self, store: S3BlobStore, upload_id: str, state: _State, held: contextlib.ExitStack) -> None:
         self._store = store
         self._id = upload_id
-        self._opened = state
+        self._original = state  # as this request found it
+        self._opened = state  # as last committed
+        self._tails = {state.tail} if state.tail else set()  # tail objects this request saw or made
         self._held: contextlib.ExitStack | None = held  # the session's lock
         self._reset()
         self._guard = threading.Lock()  # writes come from pool threads, one batch at a time
@@ -471,10 +473,16 @@ class S3UploadHandle:
         self._parts.append((number, answer["ETag"], len(data)))
 
     def truncate(self, size: int) -> None:
-        """Undo this request's bytes: the session goes back to what it held when opened."""
-        if size != self._opened.size:
-            raise ValueError(f"an S3 upload goes back only to where the request began ({self._opened.size} bytes)")
-        self._reset()
+        """Undo this request's bytes: the session goes back to what it held when the request
+        began (committed again if `sync` had committed them), or at its last commit."""
+        if size == self._opened.size:
+            self._reset()
+        elif size == self._original.size:
+            self._store._write_state(self._id, self._original)
+            self._opened = self._original
+            self._reset()
+        else:
+            raise ValueError(f"an S3 upload goes back only to where the request began ({self._original.size} bytes)")
 
     def sync(self) -> None:
         """Commit: the tail object, then the state that names it."""
@@ -484,15 +492,14 @@ class S3UploadHandle:
         opened = self._opened
         tail, tail_size = opened.tail, opened.tail_size
         if self._buffer is not None:
-            number = int(opened.tail.rsplit("-", 1)[1]) + 1 if opened.tail else 1
+            number = max((int(t.rsplit("-", 1)[1]) for t in self._tails if t.startswith("tail-")), default=0) + 1
             tail, tail_size = (f"tail-{number}", len(self._buffer)) if self._buffer else (None, 0)
             if tail is not None:
                 store._call(store.client.put_object, Key=store._upload_key(self._id, tail), Body=bytes(self._buffer))
         state = _State(self._multipart, list(self._parts), tail, tail_size, self._hash_state)
         store._write_state(self._id, state)
-        if opened.tail is not None and opened.tail != tail:
-            with contextlib.suppress(botocore.exceptions.ClientError):
-                store._call(store.client.delete_object, Key=store._upload_key(self._id, opened.tail))
+        if tail is not None:
+            self._tails.add(tail)
         self._opened = state
         self._reset()
 
@@ -501,6 +508,9 @@ class S3UploadHandle:
             return
         try:
             self.sync()
+            # Tails replaced by this request go only now: until the end it may be undone.
+            stale = [self._store._upload_key(self._id, t) for t in self._tails - {self._opened.tail, "data"}]
+            self._store._delete_keys(stale)
         finally:
             held, self._held = self._held, None
             held.close()

@@ -39,4 +39,12 @@ class Database(Protocol):
         """One read transaction: every query inside sees the same committed state."""
         ...
 
+    def try_lead(self, name: str) -> bool:
+        """Whether this handle leads `name` (a maintenance job) among every process and replica
+        on the database: the first call that finds it free takes it, and keeps it until the handle
+        closes or its process dies, when another's next call takes over. A leader whose hold was
+        lost (its connection broke) finds out here. Leadership saves repeated work; it is no
+        mutual exclusion to rely on for safety: the jobs are safe to run concurrently."""
+        ...
+
     def close(self) -> None: ...
