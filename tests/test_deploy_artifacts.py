@@ -363,12 +363,14 @@ def test_image_serves_as_non_root_turns_healthy_and_takes_a_push(dockerd: Docker
         dockerd.run("push", via_proxy)
         dockerd.run("rmi", via_proxy)
 
-        # the data outlives the container: a new one on the same volume serves the pushed image
+        # the data outlives the container: a new one on the same volume serves the pushed image,
+        # this time as deploy/kubernetes runs it (read-only root, scratch /tmp, no capabilities)
         dockerd.run("stop", "--time", "20", name)
         stopped = container_state(dockerd, name)
         dockerd.run("rm", name)
         dockerd.run(
             "run", "-d", "--name", name, "--network", "host", "-e", f"CARGOHOLD_LISTEN=127.0.0.1:{port}",
+            "--read-only", "--tmpfs", "/tmp", "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
             "--health-interval", "1s", "-v", f"{volume}:/var/lib/cargohold", image,
         )  # fmt: skip
         wait_until(healthy, "the second container reporting healthy", timeout=60)
