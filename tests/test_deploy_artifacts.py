@@ -335,7 +335,10 @@ def test_image_serves_as_non_root_turns_healthy_and_takes_a_push(dockerd: Docker
         def healthy() -> bool:
             state = container_state(dockerd, name)
             assert state["Running"], f"the container exited ({state['ExitCode']}):\n{logs()}"
-            return state["Health"]["Status"] == "healthy"
+            health = state["Health"]
+            probes = "\n".join(f"exit {probe['ExitCode']}: {probe['Output']}" for probe in health["Log"])
+            assert health["Status"] != "unhealthy", f"the HEALTHCHECK failed:\n{probes}\n{logs()}"
+            return health["Status"] == "healthy"
 
         wait_until(healthy, "the container's HEALTHCHECK reporting healthy", timeout=60)
         url = f"http://127.0.0.1:{port}"
