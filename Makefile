@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast lint bench system-deps clean
+.PHONY: run test test-fast lint bench image system-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+
+# The container image (deploy/Dockerfile), built offline from wheels made here: IMAGE=cargohold:dev, BASE=...
+image: $(STAMP)
+	PYTHON=$(BIN)/python ./deploy/build-image.sh
 
 bench: $(STAMP) system-deps
 	$(BIN)/python bench/registry_bench.py $(BENCH_ARGS)

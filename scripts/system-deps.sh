@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the test suite drives: the reference registry, real clients
 # (docker engine, skopeo, podman, buildah, umoci), PostgreSQL (the tests start their own server
-# with initdb and pg_ctl) and the load generator used by bench/.
+# with initdb and pg_ctl), the load generator used by bench/, and for the deployment tests
+# (tests/test_deploy_artifacts.py) debootstrap, which makes the image's local base, and nginx.
 # Idempotent: does nothing when every tool is already present.
 set -euo pipefail
 
 packages=(docker-registry skopeo umoci jq curl wrk buildah podman runc uidmap conmon
-          catatonit containernetworking-plugins docker.io busybox-static postgresql)
-tools=(docker-registry skopeo umoci jq curl wrk buildah podman runc dockerd busybox)
+          catatonit containernetworking-plugins docker.io busybox-static postgresql debootstrap
+          nginx-light)
+tools=(docker-registry skopeo umoci jq curl wrk buildah podman runc dockerd busybox debootstrap nginx)
 
 missing=0
 for tool in "${tools[@]}"; do
