@@ -44,6 +44,8 @@ class Config:
     s3_region: str = "us-east-1"
     # Answer blob GETs with a redirect to a presigned URL, so bytes flow from the store directly.
     s3_redirect: bool = False
+    # The longest one call to the object store may go without an answer (it is tried twice).
+    s3_timeout: float = 10.0
     # 32 random bytes (base64) that seal secrets kept in the database (token signing keys):
     # empty for <data>/secret.key, made on first start. Replicas sharing a database need the same file.
     secret_file: str = ""
@@ -287,6 +289,8 @@ def load_config(file: Path | None = None, environ: dict[str, str] | None = None,
         raise ConfigError("database must be empty (SQLite under the data directory) or a postgresql:// URL")
     if config.blob_store:
         _ = config.s3_location  # raises a ConfigError naming the problem
+    if config.s3_timeout <= 0:
+        raise ConfigError("s3_timeout must be more than 0 (a request would otherwise wait forever)")
     if config.database_timeout <= 0:
         raise ConfigError("database_timeout must be more than 0 (a request would otherwise wait forever)")
     if config.workers < 1:

@@ -22,6 +22,9 @@ class CuttingProxy:
         self.sent = 0  # bytes forwarded to the upstream, all connections
         self.cut_at: int | None = None  # cut the connection carrying the byte at this count
         self.cuts = 0
+        self.refusing = False  # the upstream "down": every connection is reset
+        self.stalled = False  # the upstream "hung": what clients send goes nowhere, nothing comes back
+        self._open: set[asyncio.StreamWriter] = set()
         self.loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -45,19 +48,47 @@ class CuttingProxy:
         self.loop.call_soon_threadsafe(close)
         self._thread.join(10)
 
+    def go_down(self) -> None:
+        """From now on, as if the upstream had gone away: open connections are reset, new ones
+        too (clients keep pooled connections, so refusing only new ones would not be enough)."""
+
+        def reset() -> None:
+            self.refusing = True
+            for writer in list(self._open):
+                writer.transport.abort()
+
+        self.loop.call_soon_threadsafe(reset)
+
+    def come_back(self) -> None:
+        def restore() -> None:
+            self.refusing = self.stalled = False
+            for writer in list(self._open):  # connections a stall left hanging
+                writer.transport.abort()
+
+        self.loop.call_soon_threadsafe(restore)
+
+    def stall(self) -> None:
+        self.loop.call_soon_threadsafe(setattr, self, "stalled", True)
+
     def cut_after(self, more_bytes: int) -> None:
         """Cut the connection that carries the byte `more_bytes` from now on."""
         self.cut_at = self.sent + more_bytes
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.refusing:
+            writer.transport.abort()
+            return
         try:
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
         except OSError:
             writer.transport.abort()
             return
+        self._open.add(writer)
 
         async def upstream() -> None:
             while data := await reader.read(256 * 1024):
+                if self.stalled:
+                    continue
                 if self.cut_at is not None and self.sent + len(data) >= self.cut_at:
                     keep = self.cut_at - self.sent
                     up_writer.write(data[:keep])
@@ -75,11 +106,14 @@ class CuttingProxy:
 
         async def downstream() -> None:
             while data := await up_reader.read(256 * 1024):
+                if self.stalled:
+                    continue
                 writer.write(data)
                 await writer.drain()
             writer.close()
 
         await asyncio.gather(upstream(), downstream(), return_exceptions=True)
+        self._open.discard(writer)
         writer.transport.abort()
         up_writer.transport.abort()
 

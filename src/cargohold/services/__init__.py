@@ -21,7 +21,9 @@ def open_blobs(config: Config) -> BlobStore:
     bucket = None
     if config.blob_store:
         name, prefix = config.s3_location
-        bucket = BucketSettings(name, prefix, config.s3_endpoint, config.s3_region, config.s3_redirect)
+        bucket = BucketSettings(
+            name, prefix, config.s3_endpoint, config.s3_region, config.s3_redirect, config.s3_timeout
+        )
     return open_blob_store(config.data, config.fsync, bucket, config.database_target)
 
 

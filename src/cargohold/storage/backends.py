@@ -54,6 +54,7 @@ class BucketSettings:
     endpoint: str = ""  # empty for AWS
     region: str = "us-east-1"
     redirect: bool = False  # downloads answered with presigned URLs
+    timeout: float = 10.0  # per call, tried twice
 
 
 def open_blob_store(
@@ -65,7 +66,7 @@ def open_blob_store(
     from .s3 import S3BlobStore, s3_client  # boto3 loads only for S3
 
     return S3BlobStore(
-        s3_client(bucket.endpoint, bucket.region),
+        s3_client(bucket.endpoint, bucket.region, bucket.timeout),
         bucket.bucket,
         bucket.prefix,
         open_locks(database or root / "metadata.sqlite3", root / "locks"),

@@ -123,12 +123,14 @@ class _State:
         )
 
 
-def s3_client(endpoint: str, region: str) -> S3Client:
+def s3_client(endpoint: str, region: str, timeout: float = 10.0) -> S3Client:
+    """A client that gives up on a store that does not answer within `timeout`, twice: a
+    request then gets a retryable 503 in seconds instead of hanging with its client."""
     config = BotoConfig(
         region_name=region,
-        retries={"max_attempts": 3, "mode": "standard"},
-        connect_timeout=5,
-        read_timeout=30,
+        retries={"max_attempts": 2, "mode": "standard"},
+        connect_timeout=min(timeout, 5.0),
+        read_timeout=timeout,
         max_pool_connections=32,
         # Checksums only where S3 requires them: several S3-compatible servers refuse the
         # trailing checksums boto3 sends by default since 1.36.
