@@ -26,6 +26,7 @@ import pytest
 from cargohold.storage.s3 import s3_client
 from tests.support.balancer import Nginx
 from tests.support.clients import ContainersTools, Dockerd, hello_context, static_busybox
+from tests.support.oci import make_image, push_image, sha256, with_query
 from tests.support.postgres import PostgresServer
 from tests.support.race import RaceTarget, cargohold_freed, doomed, make_images, new_seed, run_race
 from tests.support.s3 import REGION, MotoServer
@@ -224,3 +225,30 @@ def test_gc_loops_while_200_images_are_pushed_through_the_balancer(fleet: Fleet,
     assert json.loads(scrubbed.stdout)["healthy"] is True
     listed = httpx.get(f"{fleet.balancer.url}/v2/_catalog").json()["repositories"]
     assert len(listed) == 8
+
+
+def test_postgresql_stopped_mid_push_gives_503_then_the_push_completes(fleet: Fleet) -> None:
+    """Through the balancer, on every replica alike: 503 with Retry-After while the database is
+    down, never a 500, and the same requests succeed once it is back."""
+    data = os.urandom(3 << 20)
+    image = make_image(layer_size=50_000)
+    with httpx.Client(base_url=fleet.balancer.url, timeout=60) as c:
+        begun = c.post("/v2/team/outage/blobs/uploads/")
+        assert begun.status_code == 202
+        port = fleet.database.port
+        fleet.database.stop()
+        for _ in range(REPLICAS):  # round robin: each replica answers one of them
+            sent = c.patch(begun.headers["location"], content=data, headers={"content-range": f"0-{len(data) - 1}"})
+            assert sent.status_code == 503, sent.text
+            assert int(sent.headers["retry-after"]) > 0
+            assert sent.json()["errors"][0]["code"] == "UNAVAILABLE"
+        fleet.database.start(port=port)
+        sent = c.patch(begun.headers["location"], content=data, headers={"content-range": f"0-{len(data) - 1}"})
+        assert sent.status_code == 202, sent.text
+        done = c.put(with_query(sent.headers["location"], digest=sha256(data)))
+        assert done.status_code == 201, done.text
+        assert push_image(c, "team/outage", image, "v1").status_code == 201
+        assert c.get(f"/v2/team/outage/blobs/{sha256(data)}").content == data
+        assert c.get("/v2/team/outage/manifests/v1").content == image.manifest
+    for replica in fleet.replicas:
+        assert '" 500 ' not in replica.log_text(), replica.url

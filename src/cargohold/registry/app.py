@@ -4,6 +4,7 @@ jobs it starts are `lifecycle.scheduler`'s."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import threading
@@ -22,7 +23,7 @@ from . import admin_api, token_endpoint
 from .access import OPEN, Gate
 from .accesslog import AccessLog
 from .endpoints import operation
-from .http import IncompleteBody, Receive, Request, Responder, Scope, Send
+from .http import DRAIN_LIMIT, IncompleteBody, Receive, Request, Responder, Scope, Send
 from .routes import match
 
 log = logging.getLogger("cargohold.registry")
@@ -79,6 +80,8 @@ class Registry:
         """Anything else raised while answering: a storage failure (the whole API, /token and
         /api/ included, answers it alike) or a bug."""
         failure = storage_failure(err)
+        if failure is not None:
+            await self._drain(request)
         if isinstance(failure, BackendUnavailable):
             # One line, no traceback: an outage would otherwise bury the log in identical ones.
             log.warning("503 on %s %s: %s", request.method, request.path, failure)
@@ -91,6 +94,14 @@ class Registry:
         else:
             log.exception("internal error on %s %s", request.method, request.path)
             await self._refuse(request, res, RegistryError.plain(500, "internal error; see the server log"))
+
+    @staticmethod
+    async def _drain(request: Request) -> None:
+        """Read what is left of a refused request's body (up to a limit) before answering: a
+        balancer streaming it to us (nginx) turns an answer sent while it still writes into a
+        502, and the client must see the retryable 503 or 507 instead."""
+        with contextlib.suppress(IncompleteBody, RegistryError):
+            await request.discard_body(DRAIN_LIMIT)
 
     async def _refuse(self, request: Request, res: Responder, err: RegistryError) -> None:
         if res.status:  # the response already started; nothing more can be said
