@@ -177,3 +177,29 @@ def test_download_check_catches_one_wrong_byte(tmp_path: Path, monkeypatch: pyte
                 bench.verify_download(client, "repo", pushed, scratch)
         finally:
             client.close()
+
+
+def test_the_scaleout_bench_measures_every_target(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """bench/scaleout_bench.py --quick: the fleet starts, every target reports every compared
+    figure, and the summary holds the three comparisons."""
+    require_tool("docker-registry")
+    require_tool("wrk")
+    report = tmp_path / "scaleout.json"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "scaleout_bench.py"), "--quick", "--json", str(report)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    document = json.loads(report.read_text())
+    targets = document["report"]["targets"]
+    assert set(targets) == {"embedded", "pg+s3", "dist+s3", "lb-1", "lb-3"}
+    monkeypatch.syspath_prepend(str(BENCH.parent))
+    scaleout = importlib.import_module("scaleout_bench")
+    for name, target in targets.items():
+        assert target["errors"] == [], f"{name}: {target['errors']}"
+        for key in scaleout.KEYS:
+            assert isinstance(target["figures"].get(key), (int, float)), f"{name} lacks {key}"
+    assert "pg+s3/emb pg+s3/dist lb-3/lb-1" in document["summary"][0]
