@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 import boto3
 import botocore.exceptions
+from boto3.s3.transfer import TransferConfig
 from botocore.config import Config as BotoConfig
 
 from ..oci.digest import Digest
@@ -54,6 +55,7 @@ MIN_PART_SIZE = 5 << 20
 READ_CHUNK = 1 << 20
 # An object store has no free-space figure to give; uploads are never refused for room.
 UNBOUNDED = 1 << 62
+_COPY = TransferConfig(multipart_threshold=5 << 30, multipart_chunksize=512 << 20, max_concurrency=4)
 _RETRYABLE = (
     botocore.exceptions.EndpointConnectionError,
     botocore.exceptions.ConnectTimeoutError,
@@ -321,8 +323,9 @@ class S3BlobStore:
             return False
         source: CopySourceTypeDef = {"Bucket": self.bucket, "Key": self._assemble(upload_id, state)}
         try:
-            # Managed copy: a single CopyObject up to 5 GiB, a multipart copy beyond.
-            self.client.copy(source, self.bucket, self._blob_key(digest))
+            # One CopyObject up to 5 GiB (S3's limit for it), a multipart copy only beyond: the
+            # managed copy's default would split anything over 8 MiB, measured 15x slower on moto.
+            self.client.copy(source, self.bucket, self._blob_key(digest), Config=_COPY)
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as err:
             unavailable = _unavailable(err)
             if unavailable is not None:
