@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import os
 import re
@@ -90,6 +91,9 @@ class Config:
     auth_max_failures: int = 10
     auth_failure_window: float = 300.0
     # TLS: a certificate and key, or `tls_dev` for a local CA and certificate made under <data>/tls.
+    # Addresses or networks of the balancers in front (comma-separated): their X-Forwarded-For
+    # names the client. Empty: the header is ignored, the connection's peer is the client.
+    trusted_proxies: str = ""
     tls_cert: str = ""
     tls_key: str = ""
     tls_dev: bool = False
@@ -111,6 +115,18 @@ class Config:
     @property
     def secret_path(self) -> Path:
         return Path(self.secret_file) if self.secret_file else self.data / "secret.key"
+
+    @property
+    def proxy_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        """`trusted_proxies` as networks."""
+        networks = []
+        for entry in (part.strip() for part in self.trusted_proxies.split(",")):
+            if entry:
+                try:
+                    networks.append(ipaddress.ip_network(entry, strict=False))
+                except ValueError:
+                    raise ValueError(f"{entry[:60]!r} is not an IP address or network") from None
+        return tuple(networks)
 
     @property
     def s3_location(self) -> tuple[str, str]:
@@ -289,6 +305,11 @@ def load_config(file: Path | None = None, environ: dict[str, str] | None = None,
         raise ConfigError("database must be empty (SQLite under the data directory) or a postgresql:// URL")
     if config.blob_store:
         _ = config.s3_location  # raises a ConfigError naming the problem
+    if config.trusted_proxies:
+        try:
+            _ = config.proxy_networks
+        except ValueError as err:
+            raise ConfigError(f"trusted_proxies: {err}") from None
     if config.s3_timeout <= 0:
         raise ConfigError("s3_timeout must be more than 0 (a request would otherwise wait forever)")
     if config.database_timeout <= 0:

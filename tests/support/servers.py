@@ -45,7 +45,8 @@ def require_tool(name: str) -> str:
     """The path of a tool the test needs; a clear failure (never a skip) when it is missing."""
     path = shutil.which(name)
     if path is None:
-        pytest.fail(f"{name} is not installed: run `make system-deps` (scripts/system-deps.sh) as root", pytrace=False)
+        where = "`make system-deps` as root (Debian packages) or `make .venv/.installed` (Python tools)"
+        pytest.fail(f"{name} is not installed: run {where}", pytrace=False)
     return path
 
 

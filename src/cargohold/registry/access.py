@@ -167,8 +167,7 @@ def decode_basic(value: str) -> tuple[str, str]:
 
 
 def client_address(request: Request) -> str:
-    client = request.scope.get("client")
-    return str(client[0]) if client else "-"
+    return request.client
 
 
 def actor_of(request: Request, name: str) -> Actor:

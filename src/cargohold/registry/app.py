@@ -23,6 +23,7 @@ from . import admin_api, token_endpoint
 from .access import OPEN, Gate
 from .accesslog import AccessLog
 from .endpoints import operation
+from .forwarded import client_address as forwarded_client
 from .http import DRAIN_LIMIT, IncompleteBody, Receive, Request, Responder, Scope, Send
 from .routes import match
 
@@ -34,6 +35,7 @@ class Registry:
 
     def __init__(self, config: Config) -> None:
         self.config = config
+        self.trusted_proxies = config.proxy_networks  # whose X-Forwarded-For names the client
         self.services = Services(config)
         self.access_log = AccessLog() if config.access_log else None
         self.authority = Authority.open(config, self.services.database)
@@ -53,6 +55,10 @@ class Registry:
         request = Request(scope, receive, self.config.body_timeout)
         request.request_id = request_id(request.headers.get("x-request-id"))
         request.caller = OPEN
+        if self.trusted_proxies:
+            request.client = forwarded_client(
+                request.client, request.headers.get("x-forwarded-for"), self.trusted_proxies
+            )
         res = Responder(send, request.request_id)
         try:
             await self._dispatch(request, res)
@@ -64,9 +70,8 @@ class Registry:
         except Exception as err:
             await self._fail(request, res, err)
         if self.access_log is not None:
-            client = scope.get("client") or ("-", 0)
             self.access_log.write(
-                client[0],
+                request.client,
                 request.caller.name,
                 request.method,
                 request.path,

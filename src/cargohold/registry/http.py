@@ -77,6 +77,7 @@ class Request:
         "_query",
         "body_timeout",
         "caller",
+        "client",
         "headers",
         "method",
         "path",
@@ -90,6 +91,8 @@ class Request:
         self.scope = scope
         self.body_timeout = body_timeout
         self.caller: Any = None  # set by the access gate: who made the request
+        peer = scope.get("client")
+        self.client = str(peer[0]) if peer else "-"  # the client's address (app: behind a balancer too)
         self.request_id = ""
         self.receive = receive
         self.method: str = scope["method"]
