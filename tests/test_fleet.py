@@ -2,7 +2,8 @@
 replicas and nginx in front. Through the balancer: docker and skopeo push and pull; a replica
 killed mid-push does not stop the client's retry from completing through the others; garbage
 collection looping while 200 images are pushed leaves every surviving tag pullable and no
-unreferenced blob in the bucket."""
+unreferenced blob in the bucket; PostgreSQL stopped mid-push gives 503s and the push completes
+once it is back. And an upload begun on replica 1 is finished on replica 3."""
 
 from __future__ import annotations
 
@@ -252,3 +253,19 @@ def test_postgresql_stopped_mid_push_gives_503_then_the_push_completes(fleet: Fl
         assert c.get("/v2/team/outage/manifests/v1").content == image.manifest
     for replica in fleet.replicas:
         assert '" 500 ' not in replica.log_text(), replica.url
+
+
+def test_an_upload_started_on_replica_1_is_finished_on_replica_3(fleet: Fleet) -> None:
+    first, second = os.urandom((10 << 20) + 3), os.urandom(5 << 20)
+    blob = first + second
+    with fleet.replicas[0].client() as one, fleet.replicas[2].client() as three:
+        begun = one.post("/v2/team/handoff/blobs/uploads/")
+        sent = one.patch(begun.headers["location"], content=first, headers={"content-range": f"0-{len(first) - 1}"})
+        assert sent.status_code == 202, sent.text
+        chunk = {"content-range": f"{len(first)}-{len(blob) - 1}"}
+        more = three.patch(sent.headers["location"], content=second, headers=chunk)
+        assert more.status_code == 202 and more.headers["range"] == f"0-{len(blob) - 1}", more.text
+        done = three.put(with_query(more.headers["location"], digest=sha256(blob)))
+        assert done.status_code == 201, done.text
+    with httpx.Client(base_url=fleet.balancer.url, timeout=60) as c:
+        assert c.get(f"/v2/team/handoff/blobs/{sha256(blob)}").content == blob
