@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import io
 import json
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -72,6 +73,18 @@ def _unavailable(err: Exception) -> BackendUnavailable | None:
     if isinstance(err, botocore.exceptions.ClientError) and _code(err) in _UNAVAILABLE_CODES:
         return BackendUnavailable("object store", _code(err))
     return None
+
+
+@contextlib.contextmanager
+def _store_errors() -> Iterator[None]:
+    """The store's failures that mean "down or overloaded" raised as `BackendUnavailable`."""
+    try:
+        yield
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as err:
+        unavailable = _unavailable(err)
+        if unavailable is not None:
+            raise unavailable from err
+        raise
 
 
 def _code(err: botocore.exceptions.ClientError) -> str:
@@ -175,13 +188,8 @@ class S3BlobStore:
     # -- calls -----------------------------------------------------------------------------
 
     def _call(self, operation: Callable[..., Any], **arguments: Any) -> Any:
-        try:
+        with _store_errors():
             return operation(Bucket=self.bucket, **arguments)
-        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as err:
-            unavailable = _unavailable(err)
-            if unavailable is not None:
-                raise unavailable from err
-            raise
 
     def _head(self, key: str) -> dict[str, Any] | None:
         try:
@@ -210,20 +218,19 @@ class S3BlobStore:
         arguments: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
         if delimiter:
             arguments["Delimiter"] = delimiter
-        try:
+        with _store_errors():
             for page in paginator.paginate(**arguments):
                 yield cast(dict[str, Any], page)
-        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as err:
-            unavailable = _unavailable(err)
-            if unavailable is not None:
-                raise unavailable from err
-            raise
 
     # -- upload sessions -------------------------------------------------------------------
 
+    def _read_object(self, key: str) -> bytes:
+        """A small object whole (a state, a tail of less than a part)."""
+        with _store_errors(), self._get(key) as body:
+            return cast(bytes, body.read())
+
     def _read_state(self, upload_id: str) -> _State:
-        with self._get(self._upload_key(upload_id, "state")) as body:
-            return _State.load(body.read())
+        return _State.load(self._read_object(self._upload_key(upload_id, "state")))
 
     def _write_state(self, upload_id: str, state: _State) -> None:
         self._call(self.client.put_object, Key=self._upload_key(upload_id, "state"), Body=state.dump())
@@ -322,15 +329,10 @@ class S3BlobStore:
             self.delete_upload(upload_id)
             return False
         source: CopySourceTypeDef = {"Bucket": self.bucket, "Key": self._assemble(upload_id, state)}
-        try:
+        with _store_errors():
             # One CopyObject up to 5 GiB (S3's limit for it), a multipart copy only beyond: the
             # managed copy's default would split anything over 8 MiB, measured 15x slower on moto.
             self.client.copy(source, self.bucket, self._blob_key(digest), Config=_COPY)
-        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as err:
-            unavailable = _unavailable(err)
-            if unavailable is not None:
-                raise unavailable from err
-            raise
         self.delete_upload(upload_id)
         return True
 
@@ -362,7 +364,7 @@ class S3BlobStore:
 
     def open_blob(self, digest: Digest, offset: int = 0, length: int | None = None) -> BinaryIO:
         if length == 0:
-            return cast(BinaryIO, _Empty())
+            return io.BytesIO()
         end = "" if length is None else str(offset + length - 1)
         byte_range = f"bytes={offset}-{end}" if offset or length is not None else None
         return cast(BinaryIO, self._get(self._blob_key(digest), byte_range))
@@ -395,20 +397,6 @@ class S3BlobStore:
 
     def space(self) -> tuple[int, int]:
         return UNBOUNDED, UNBOUNDED
-
-
-class _Empty:
-    def read(self, size: int = -1) -> bytes:
-        return b""
-
-    def close(self) -> None:
-        pass
-
-    def __enter__(self) -> _Empty:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        pass
 
 
 class S3UploadHandle:
@@ -454,8 +442,7 @@ class S3UploadHandle:
                 raise RegistryError(ErrorCode.BLOB_UPLOAD_INVALID, f"upload {self._id} is being completed")
             self._buffer = bytearray()
             if opened.tail is not None and opened.tail_size:
-                with self._store._get(self._store._upload_key(self._id, opened.tail)) as body:
-                    self._buffer += body.read()
+                self._buffer += self._store._read_object(self._store._upload_key(self._id, opened.tail))
         return self._buffer
 
     def write_parts(self, parts: list[bytes]) -> None:
