@@ -184,3 +184,28 @@ def test_expired_and_cancelled_uploads_leave_nothing(blob_store: BlobStore) -> N
     assert blob_store.upload_idle_since("6" * 32) is None
     with pytest.raises(FileNotFoundError):
         blob_store.open_upload("6" * 32)
+
+
+def test_an_upload_read_back_can_still_be_committed(blob_store: BlobStore) -> None:
+    """Reading an upload back (to verify a digest other than SHA-256; an object store first
+    assembles its parts) leaves a session that reopens whole and commits, as a retried
+    completion does after the store failed in the middle of one."""
+    upload_id = "5" * 32
+    data = os.urandom((6 << 20) + 11)
+    blob_store.create_upload(upload_id)
+    writer = blob_store.open_upload(upload_id)
+    writer.write_parts([data])
+    writer.keep_hash_state(b"after all of it")
+    writer.close()
+    with blob_store.read_upload(upload_id) as f:
+        assert hashlib.sha512(f.read()).digest() == hashlib.sha512(data).digest()
+    again = blob_store.open_upload(upload_id)
+    try:
+        assert again.size == len(data)
+        assert again.hash_state == (b"after all of it" if blob_store.keeps_hash_state else None)
+        again.sync()
+    finally:
+        again.close()
+    with blob_store.publishing(Digest.of(data)):
+        assert blob_store.commit_upload(upload_id, Digest.of(data))
+    assert stored(blob_store, Digest.of(data)) == data

@@ -160,8 +160,6 @@ class UploadService:
         async with self._locked(name, upload_id) as writer:
             self._check_continues(chunk, writer.size, body)
             hasher = await self._receive(upload_id, writer, body)
-            if isinstance(hasher, ResumableSha256):  # saved with the bytes, for any replica
-                writer.keep_hash_state(hasher.save())
             self.hashers.put(upload_id, writer.size, hasher)
             return writer.size
 
@@ -256,6 +254,8 @@ class UploadService:
             if writer.size == start:  # the chunk was undone: so is its hashing
                 self.hashers.put(upload_id, start, before)
             raise
+        if isinstance(hasher, ResumableSha256):  # saved with the bytes, for any replica
+            writer.keep_hash_state(hasher.save())
         return hasher
 
     async def _resume_hash(self, upload_id: str, writer: UploadHandle) -> RunningHash:
