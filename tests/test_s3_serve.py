@@ -151,3 +151,23 @@ def test_a_bad_blob_store_setting_is_one_clear_line(tmp_path: Path) -> None:
     assert refused.returncode != 0
     assert "blob_store 's3://Bad_Bucket' must be empty (the data directory) or s3://bucket[/prefix]" in refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+def test_a_missing_bucket_or_missing_credentials_is_one_clear_line(s3: MotoServer, tmp_path: Path) -> None:
+    serve = ("serve", "--data", str(tmp_path), "--listen", "127.0.0.1:0")
+    missing = cargohold({**s3.environment(), "CARGOHOLD_BLOB_STORE": "s3://no-such-bucket"}, *serve)
+    assert missing.returncode != 0
+    assert f"the bucket s3://no-such-bucket at {s3.endpoint} does not exist: create it first" in missing.stderr
+    anonymous = {k: v for k, v in s3.environment().items() if not k.startswith("AWS_")}
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("CARGOHOLD_", "AWS_"))}
+    done = subprocess.run(
+        [sys.executable, "-m", "cargohold", *serve],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**clean, **anonymous, "CARGOHOLD_BLOB_STORE": f"s3://{s3.create_bucket()}", "HOME": str(tmp_path)},
+    )
+    assert done.returncode != 0
+    assert "no S3 credentials for s3://" in done.stderr and "AWS_ACCESS_KEY_ID" in done.stderr
+    for refused in (missing, done):
+        assert "Traceback" not in refused.stderr and len(refused.stderr.strip().splitlines()) == 1

@@ -18,7 +18,7 @@ from ..config import Config, ConfigError, load_config
 from ..services import open_blobs
 from ..storage.backends import open_metadata
 from ..storage.interfaces import BlobStore, MetadataStore
-from ..storage.records import ImmutableTagError
+from ..storage.records import BackendUnavailable, ImmutableTagError, StorageSetupError
 from ..storage.schema import SchemaError
 
 # Commands that live in other modules, imported only when one of them is named: `serve`
@@ -90,7 +90,7 @@ def serve(
     tls_key: str | None,
     tls_dev: bool | None,
 ) -> None:
-    """Run the registry with SQLite metadata and filesystem blobs under the data directory."""
+    """Run the registry: by default SQLite metadata and filesystem blobs under the data directory."""
     from ..listener import LISTEN_BACKLOG, ListenError, listen_on
 
     config = _config(
@@ -104,8 +104,18 @@ def serve(
     port = listener.getsockname()[1]
     if port != config.port:  # port 0: the system chose one, and everything after must use it
         config.listen = f"{config.listen.rsplit(':', 1)[0]}:{port}"
-    # Before any worker starts: the schema is current (a new database is made so), else refused.
+    # Before any worker starts: the schema is current (a new database is made so), else refused,
+    # and the blob store usable (an unreachable one only warned of: it may come back).
     open_metadata(config.database_target).close()
+    try:
+        open_blobs(config).check()
+    except StorageSetupError as err:
+        raise click.ClickException(str(err)) from None
+    except BackendUnavailable as err:
+        click.echo(
+            f"Warning: the {err.backend} does not answer ({err.detail}): requests that need it get 503 until it does",
+            err=True,
+        )
     from ..server import serve as run_server
 
     scheme = "https" if config.tls_cert or config.tls_dev else "http"

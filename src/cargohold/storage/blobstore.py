@@ -43,6 +43,9 @@ class FilesystemBlobStore:
         for directory in (self._blobs, self._uploads, self._trash):
             directory.mkdir(parents=True, exist_ok=True)
 
+    def check(self) -> None:
+        pass  # the directories were made (or refused) when the store opened
+
     def _upload_path(self, upload_id: str) -> Path:
         return self._uploads / check_upload_id(upload_id)
 

@@ -41,6 +41,11 @@ class BlobStore(Protocol):
     # multipart upload): uploads then keep their hash state in the session (`keep_hash_state`).
     keeps_hash_state: bool
 
+    def check(self) -> None:
+        """Raise StorageSetupError if the store cannot work as configured, BackendUnavailable
+        if it cannot be reached now."""
+        ...
+
     # upload sessions
     def create_upload(self, upload_id: str) -> None: ...
     def open_upload(self, upload_id: str) -> UploadHandle:

@@ -24,8 +24,14 @@ class BackendUnavailable(Exception):
 
     def __init__(self, backend: str, detail: str, retry_after: int = 5) -> None:
         self.backend = backend
+        self.detail = detail
         self.retry_after = retry_after
         super().__init__(f"the {backend} is unavailable ({detail}); retry shortly")
+
+
+class StorageSetupError(Exception):
+    """A store that cannot work as configured (no such bucket, no credentials, access denied):
+    a person must change the configuration, so it is said once, at start."""
 
 
 class UploadBusyError(Exception):

@@ -44,7 +44,7 @@ from botocore.config import Config as BotoConfig
 from ..oci.digest import Digest
 from ..oci.errors import ErrorCode, RegistryError
 from .locks import Locks
-from .records import BackendUnavailable, UploadBusyError, is_upload_id
+from .records import BackendUnavailable, StorageSetupError, UploadBusyError, is_upload_id
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -176,6 +176,24 @@ class S3BlobStore:
         self.locks = locks
         self.part_size = part_size
         self.redirect_seconds = redirect_seconds
+
+    def check(self) -> None:
+        where = f"s3://{self.bucket}" + (
+            f" at {self.client.meta.endpoint_url}" if self.client.meta.endpoint_url else ""
+        )
+        try:
+            with _store_errors():
+                self.client.head_bucket(Bucket=self.bucket)
+        except botocore.exceptions.NoCredentialsError:
+            raise StorageSetupError(
+                f"no S3 credentials for {where}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or the AWS files)"
+            ) from None
+        except botocore.exceptions.ClientError as err:
+            if _code(err) in {"404", "NoSuchBucket", "NotFound"}:
+                raise StorageSetupError(f"the bucket {where} does not exist: create it first") from None
+            if _code(err) in {"403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"}:
+                raise StorageSetupError(f"access to {where} is denied: check the credentials and policy") from None
+            raise StorageSetupError(f"{where} answered {_code(err)}: {err}") from None
 
     # -- keys ----------------------------------------------------------------------------
 
