@@ -131,7 +131,6 @@ def migrate_command(
     _require_data(source)
     target = _target(source, to_data, to_database, to_blob_store, to_s3_endpoint, to_s3_region)
     _check_secret(source)
-    click.echo(f"migrating {_describe(source)} to {_describe(target)}{' (dry run)' if dry_run else ''}", err=True)
     handles = []
     try:
         source_db = open_database(source.database_target, source.database_timeout)
@@ -149,9 +148,11 @@ def migrate_command(
         for handle in handles:
             handle.close()
     if as_json:
-        click.echo(json.dumps(asdict(report) | {"ok": report.ok, "dropped": sorted(DROPPED)}, indent=2))
+        where = {"source": _describe(source), "target": _describe(target)}
+        click.echo(json.dumps(where | asdict(report) | {"ok": report.ok, "dropped": sorted(DROPPED)}, indent=2))
     else:
         verb = "would copy" if dry_run else "copied"
+        click.echo(f"{_describe(source)} -> {_describe(target)}{' (dry run)' if dry_run else ''}")
         click.echo(
             f"{verb} {report.blobs_copied} blob(s), {format_bytes(report.bytes_copied)}; "
             f"{report.blobs_present} of {report.blobs} already at the target"
