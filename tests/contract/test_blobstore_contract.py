@@ -5,14 +5,16 @@ upload's bytes stay private to it until it is committed."""
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import threading
+from typing import BinaryIO, cast
 
 import pytest
 
 from cargohold.oci.digest import Digest
 from cargohold.storage.interfaces import BlobStore
-from cargohold.storage.records import UploadBusyError
+from cargohold.storage.records import BlobMismatchError, UploadBusyError
 
 
 def upload(store: BlobStore, upload_id: str, data: bytes) -> None:
@@ -209,3 +211,40 @@ def test_an_upload_read_back_can_still_be_committed(blob_store: BlobStore) -> No
     with blob_store.publishing(Digest.of(data)):
         assert blob_store.commit_upload(upload_id, Digest.of(data))
     assert stored(blob_store, Digest.of(data)) == data
+
+
+class _Unreadable(io.RawIOBase):
+    def read(self, size: int = -1) -> bytes:
+        raise AssertionError("a blob already stored is not read again")
+
+
+@pytest.mark.parametrize("size", [0, 1000, (11 << 20) + 3])  # empty, one request, S3 parts and a tail
+def test_put_blob_streams_a_verified_blob_once(blob_store: BlobStore, size: int) -> None:
+    data = os.urandom(size)
+    digest = Digest.of(data)
+    with blob_store.publishing(digest):
+        assert blob_store.put_blob(digest, io.BytesIO(data), size)
+    assert blob_store.blob_size(digest) == size and stored(blob_store, digest) == data
+    with blob_store.publishing(digest):
+        assert not blob_store.put_blob(digest, cast(BinaryIO, _Unreadable()), size), "a copy was there"
+    assert list(blob_store.blob_files()) == [digest]
+
+
+@pytest.mark.parametrize("size", [1000, (11 << 20) + 3])
+def test_put_blob_refuses_bytes_that_are_not_the_blob(blob_store: BlobStore, size: int) -> None:
+    data = os.urandom(size)
+    digest = Digest.of(data)
+    damaged = bytearray(data)
+    damaged[size // 2] ^= 1
+    for offered, claimed, why in [
+        (bytes(damaged), size, "hashes to"),
+        (data[:-1], size, f"{size - 1} bytes"),
+        (data + b"x", size, "longer than"),
+    ]:
+        with pytest.raises(BlobMismatchError, match=why) as refused:
+            blob_store.put_blob(digest, io.BytesIO(offered), claimed)
+        assert refused.value.digest == str(digest)
+        assert blob_store.blob_size(digest) is None, "nothing of a refused blob is stored"
+    blob_store.empty_trash()
+    assert list(blob_store.blob_files()) == []
+    assert blob_store.upload_ids() == []

@@ -26,6 +26,7 @@ from ..storage.schema import SchemaError
 # start-up time and memory to every worker (and the client's start-up to every `gc`).
 LAZY_COMMANDS = {
     **dict.fromkeys(("user", "robot", "token", "policy", "keys", "audit"), "auth_commands"),
+    "migrate": "migrate_command",
     **dict.fromkeys(
         ("login", "logout", "push", "pull", "copy", "tag", "ls", "inspect", "rm", "digest"), "client_commands"
     ),

@@ -40,6 +40,20 @@ def open_metadata(database: Path | str | Database, timeout: float = DATABASE_TIM
     return SQLMetadataStore(handle)
 
 
+def advance_identities(database: Database, columns: list[tuple[str, str]]) -> None:
+    """After rows were inserted with explicit ids, (table, column) pairs: the database's own id
+    generation continues past the largest. PostgreSQL's identity sequences must be moved;
+    SQLite's INTEGER PRIMARY KEY follows max(id) by itself."""
+    if isinstance(database, SQLiteDatabase):
+        return
+    with database.transaction() as db:
+        for table, column in columns:
+            db.execute(
+                f"SELECT setval(pg_get_serial_sequence('{table}', '{column}'), max({column})) "
+                f"FROM {table} HAVING max({column}) IS NOT NULL"
+            )
+
+
 def open_locks(database: Path | str, directory: Path) -> Locks:
     """Locks as wide as the database is shared: PostgreSQL's for a fleet, files on one machine."""
     if isinstance(database, str) and database.startswith("postgresql://"):

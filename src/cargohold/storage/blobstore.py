@@ -21,8 +21,11 @@ from ..oci.digest import Digest
 from ..oci.errors import RegistryError
 from .records import is_upload_id
 from .uploadfile import UploadWriter
+from .verify import verified_chunks
 
 __all__ = ["FilesystemBlobStore", "UploadWriter"]
+
+_PUT_CHUNK = 1 << 20
 
 
 def check_upload_id(upload_id: str) -> str:
@@ -87,6 +90,28 @@ class FilesystemBlobStore:
                 return False
         # Absent, or damaged (its size is wrong): the verified upload takes its place.
         os.replace(source, target)
+        if self.fsync:
+            _fsync_dir(target.parent)
+        return True
+
+    def put_blob(self, digest: Digest, source: BinaryIO, size: int) -> bool:
+        """Write the blob to a file in `trash/` (so a crash leaves nothing `empty_trash` does not
+        free), verified on the way, then rename it to its key. Call inside `publishing(digest)`."""
+        if self.blob_size(digest) == size:
+            return False
+        temporary = self._trash / f"put-{os.urandom(16).hex()}"
+        try:
+            with open(temporary, "xb") as out:
+                for chunk in verified_chunks(source, digest, size, _PUT_CHUNK):
+                    out.write(chunk)
+                if self.fsync:
+                    out.flush()
+                    os.fsync(out.fileno())
+            target = self.blob_path(digest)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(temporary, target)
+        finally:
+            temporary.unlink(missing_ok=True)
         if self.fsync:
             _fsync_dir(target.parent)
         return True

@@ -64,6 +64,13 @@ class BlobStore(Protocol):
         """Place the upload as the blob; False when an intact copy was there already."""
         ...
 
+    def put_blob(self, digest: Digest, source: BinaryIO, size: int) -> bool:
+        """Store the blob read from `source` (streamed, never whole in memory), which must be
+        `size` bytes hashing to `digest`: else BlobMismatchError, and nothing is stored. False
+        when a copy of that size was there already (`source` is then not read). Call inside
+        `publishing(digest)`. For copying blobs between stores (`lifecycle/migrate.py`)."""
+        ...
+
     def publishing(self, digest: Digest) -> AbstractContextManager[None]:
         """Held while a blob is placed and recorded: collection of that digest waits."""
         ...

@@ -34,6 +34,16 @@ class StorageSetupError(Exception):
     a person must change the configuration, so it is said once, at start."""
 
 
+class BlobMismatchError(Exception):
+    """Bytes offered as a blob that are not it: another digest, or another size. Nothing of them
+    was stored."""
+
+    def __init__(self, digest: str, detail: str) -> None:
+        super().__init__(f"{digest}: {detail}")
+        self.digest = digest
+        self.detail = detail
+
+
 class UploadBusyError(Exception):
     """Another request, in this or another worker process, is writing to the upload."""
 

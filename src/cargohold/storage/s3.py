@@ -29,6 +29,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import io
+import itertools
 import json
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -45,6 +46,7 @@ from ..oci.digest import Digest
 from ..oci.errors import ErrorCode, RegistryError
 from .locks import Locks
 from .records import BackendUnavailable, StorageSetupError, UploadBusyError, is_upload_id
+from .verify import verified_chunks
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -352,6 +354,36 @@ class S3BlobStore:
             # managed copy's default would split anything over 8 MiB, measured 15x slower on moto.
             self.client.copy(source, self.bucket, self._blob_key(digest), Config=_COPY)
         self.delete_upload(upload_id)
+        return True
+
+    def put_blob(self, digest: Digest, source: BinaryIO, size: int) -> bool:
+        """Stream the blob to its key, verified on the way: one PutObject when it fits in a part
+        (it is hashed before it is sent), else a multipart upload at the key itself, completed
+        only once the whole has hashed right (until then S3 shows nothing there) and aborted
+        otherwise. One part in memory at a time. Call inside `publishing(digest)`."""
+        if self.blob_size(digest) == size:
+            return False
+        key = self._blob_key(digest)
+        chunks = verified_chunks(source, digest, size, self.part_size)
+        first = next(chunks, b"")
+        if len(first) < self.part_size:  # the whole blob: the generator checks it at its end
+            for _ in chunks:
+                pass
+            self._call(self.client.put_object, Key=key, Body=first)
+            return True
+        multipart = self._call(self.client.create_multipart_upload, Key=key)["UploadId"]
+        try:
+            parts = []
+            for number, chunk in enumerate(itertools.chain([first], chunks), start=1):
+                answer = self._call(self.client.upload_part, Key=key, UploadId=multipart, PartNumber=number, Body=chunk)
+                parts.append({"PartNumber": number, "ETag": answer["ETag"]})
+            self._call(
+                self.client.complete_multipart_upload, Key=key, UploadId=multipart, MultipartUpload={"Parts": parts}
+            )
+        except BaseException:
+            with contextlib.suppress(botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError):
+                self._call(self.client.abort_multipart_upload, Key=key, UploadId=multipart)
+            raise
         return True
 
     def publishing(self, digest: Digest) -> contextlib.AbstractContextManager[None]:
