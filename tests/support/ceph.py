@@ -125,7 +125,7 @@ mgr_initial_modules =
 crash_dir = {d}/crash
 
 [client.rgw.a]
-rgw_frontends = beast endpoint=127.0.0.1:{self.port}
+rgw_frontends = beast endpoint=127.0.0.1:{self.port} tcp_nodelay=1
 rgw_data = {d}/rgw
 """
 
