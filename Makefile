@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast lint bench image system-deps clean
+.PHONY: run test test-fast test-ceph lint bench image system-deps ceph-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,16 @@ test-fast: $(STAMP) system-deps
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
+
+# The slow lane, not in `make test` or CI: the S3 tests (the contract suite's S3 cases, the
+# registry on S3, S3 faults, the fleet) against Ceph's radosgw as a real S3 instead of moto.
+ceph-deps:
+	./scripts/ceph-deps.sh
+
+CEPH_TESTS := -k "s3 or fleet" tests/contract tests/test_s3_serve.py tests/test_s3_faults.py tests/test_fleet.py
+
+test-ceph: $(STAMP) system-deps ceph-deps
+	CARGOHOLD_TEST_S3=radosgw $(BIN)/pytest $(CEPH_TESTS) $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

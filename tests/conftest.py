@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -11,10 +12,11 @@ from typing import TypeVar
 import pytest
 
 from tests.support.auth import SecureRegistry
+from tests.support.ceph import RadosGateway
 from tests.support.clients import ContainersTools, Dockerd
 from tests.support.inprocess import InProcessRegistry
 from tests.support.postgres import PostgresServer
-from tests.support.s3 import MotoServer
+from tests.support.s3 import MotoServer, S3Server
 from tests.support.servers import Cargohold, Distribution, ServerProcess
 
 
@@ -98,12 +100,40 @@ def secure_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secure
     server.stop()
 
 
+S3_SERVERS = ("moto", "radosgw")
+_started: list[str] = []  # what the session's S3 server said of its start, for the summary
+
+
+def _s3_kind() -> str:
+    return os.environ.get("CARGOHOLD_TEST_S3", "") or "moto"
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"S3 server for the s3 fixture: {_s3_kind()} (CARGOHOLD_TEST_S3)"
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    for line in _started:
+        terminalreporter.write_line(line)
+
+
 @pytest.fixture(scope="session")
-def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
-    """One S3-compatible server (moto) for the session; each test takes a bucket of its own."""
-    server = MotoServer(tmp_path_factory.mktemp("moto"))
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """One S3-compatible server for the session; each test takes a bucket of its own. moto's by
+    default; `CARGOHOLD_TEST_S3=radosgw` starts Ceph's radosgw instead (`make test-ceph`)."""
+    kind = _s3_kind()
+    if kind not in S3_SERVERS:
+        pytest.fail(f"CARGOHOLD_TEST_S3={kind!r}: expected one of {', '.join(S3_SERVERS)}", pytrace=False)
+    server: MotoServer | RadosGateway = (
+        RadosGateway(tmp_path_factory.mktemp("radosgw"))
+        if kind == "radosgw"
+        else MotoServer(tmp_path_factory.mktemp("moto"))
+    )
     try:
         server.start()
+        if isinstance(server, RadosGateway):
+            steps = ", ".join(f"{step} {seconds:.1f} s" for step, seconds in server.timings.items())
+            _started.append(f"radosgw served S3 at {server.endpoint}; bring-up: {steps}")
         yield server
     finally:
         server.stop()

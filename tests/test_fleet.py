@@ -1,9 +1,10 @@
-"""A fleet, all on loopback: PostgreSQL of the test's own, moto's S3 server, three cargohold
-replicas and nginx in front. Through the balancer: docker and skopeo push and pull; a replica
-killed mid-push does not stop the client's retry from completing through the others; garbage
-collection looping while 200 images are pushed leaves every surviving tag pullable and no
-unreferenced blob in the bucket; PostgreSQL stopped mid-push gives 503s and the push completes
-once it is back. And an upload begun on replica 1 is finished on replica 3."""
+"""A fleet, all on loopback: PostgreSQL of the test's own, moto's S3 server (radosgw in `make
+test-ceph`), three cargohold replicas and nginx in front. Through the balancer: docker and
+skopeo push and pull; a replica killed mid-push does not stop the client's retry from completing
+through the others; garbage collection looping while 200 images are pushed leaves every
+surviving tag pullable and no unreferenced blob in the bucket; PostgreSQL stopped mid-push gives
+503s and the push completes once it is back. And an upload begun on replica 1 is finished on
+replica 3."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ from tests.support.clients import ContainersTools, Dockerd, hello_context, stati
 from tests.support.oci import make_image, push_image, sha256, with_query
 from tests.support.postgres import PostgresServer
 from tests.support.race import RaceTarget, cargohold_freed, doomed, make_images, new_seed, run_race
-from tests.support.s3 import REGION, MotoServer
+from tests.support.s3 import REGION, S3Server
 from tests.support.servers import Cargohold, free_port
 from tests.support.waiting import wait_until
 
@@ -47,7 +48,7 @@ GRACE = 3.0
 class Fleet:
     database: PostgresServer
     url: str  # the database's
-    s3: MotoServer
+    s3: S3Server
     bucket: str
     replicas: list[Cargohold]
     balancer: Nginx
@@ -70,7 +71,7 @@ class Fleet:
 
 
 @pytest.fixture
-def fleet(s3: MotoServer, tmp_path: Path) -> Iterator[Fleet]:
+def fleet(s3: S3Server, tmp_path: Path) -> Iterator[Fleet]:
     # A PostgreSQL of the test's own, under /tmp: as root it runs as `postgres`, which may not
     # enter pytest's directories.
     database = PostgresServer(Path(f"/tmp/cargohold-fleet-pg-{os.getpid()}")).start()

@@ -29,7 +29,7 @@ from tests.support.oci import (
     sha256,
 )
 from tests.support.postgres import PostgresServer
-from tests.support.s3 import MotoServer
+from tests.support.s3 import S3Server
 from tests.support.servers import Cargohold
 from tests.support.waiting import wait_until
 
@@ -119,7 +119,7 @@ def migrate(cli: CargoholdCLI, *args: str | Path) -> dict[str, Any]:
 
 
 def test_a_populated_registry_moves_to_postgresql_and_s3_and_back(
-    postgres: PostgresServer, s3: MotoServer, tmp_path: Path
+    postgres: PostgresServer, s3: S3Server, tmp_path: Path
 ) -> None:
     source = Cargohold(tmp_path / "source", auth=True).start()
     try:
@@ -259,7 +259,7 @@ def test_every_table_of_the_schema_is_copied_or_knowingly_dropped(tmp_path: Path
         assert set(table.key) <= set(table.columns)
 
 
-def test_bad_arguments_are_one_clear_line(postgres: PostgresServer, s3: MotoServer, tmp_path: Path) -> None:
+def test_bad_arguments_are_one_clear_line(postgres: PostgresServer, s3: S3Server, tmp_path: Path) -> None:
     source = tmp_path / "source"
     upgrade(source / "metadata.sqlite3")
     cli = CargoholdCLI(tmp_path / "home", s3.environment())

@@ -1,8 +1,8 @@
-"""The object store going away mid-push: a TCP proxy in front of moto resets every connection,
-open and new, as a dead or partitioned S3 endpoint would. Requests that need the bucket get 503
-UNAVAILABLE with Retry-After, never a 500; what needs only the database (manifests, tags, the
-catalog) still answers; nothing half-written becomes visible; and once the store is back the
-client's retry of the same chunk completes the push."""
+"""The object store going away mid-push: a TCP proxy in front of the S3 server (moto, or
+radosgw) resets every connection, open and new, as a dead or partitioned S3 endpoint would.
+Requests that need the bucket get 503 UNAVAILABLE with Retry-After, never a 500; what needs only
+the database (manifests, tags, the catalog) still answers; nothing half-written becomes visible;
+and once the store is back the client's retry of the same chunk completes the push."""
 
 from __future__ import annotations
 
@@ -15,12 +15,12 @@ import pytest
 
 from tests.support.oci import error_code, make_image, push_image, sha256, with_query
 from tests.support.proxies import CuttingProxy
-from tests.support.s3 import MotoServer
+from tests.support.s3 import S3Server
 from tests.support.servers import Cargohold
 
 
 @pytest.fixture
-def behind_proxy(s3: MotoServer, tmp_path: Path) -> Iterator[tuple[Cargohold, CuttingProxy]]:
+def behind_proxy(s3: S3Server, tmp_path: Path) -> Iterator[tuple[Cargohold, CuttingProxy]]:
     proxy = CuttingProxy(s3.port).start()
     env = {
         **s3.environment(),

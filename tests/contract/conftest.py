@@ -15,7 +15,7 @@ from cargohold.storage.locks import FileLocks, Locks, PostgresLocks
 from cargohold.storage.s3 import MIN_PART_SIZE, S3BlobStore, s3_client
 from cargohold.storage.sql import Database
 from tests.support.postgres import PostgresServer
-from tests.support.s3 import REGION, MotoServer
+from tests.support.s3 import REGION, S3Server
 
 # Opens one more handle on the same database, as another worker process or replica would.
 OpenMetadata = Callable[[], MetadataStore]
@@ -65,7 +65,7 @@ def blob_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BlobS
     if request.param == "filesystem":
         yield FilesystemBlobStore(tmp_path / "blobs-root", fsync=False)
         return
-    server: MotoServer = request.getfixturevalue("s3")
+    server: S3Server = request.getfixturevalue("s3")
     locks = FileLocks(tmp_path / "locks")
     # The smallest part S3 allows, so a few MiB exercise parts, tails and their joins.
     yield S3BlobStore(s3_client(server.endpoint, REGION), server.create_bucket(), "cargohold", locks, MIN_PART_SIZE)

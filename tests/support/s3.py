@@ -1,5 +1,6 @@
 """An S3-compatible server of the tests' own: moto's server (`moto_server`, from the test
-extras) on a free loopback port. Each test takes a bucket of its own with `create_bucket()`."""
+extras) on a free loopback port. Each test takes a bucket of its own with `create_bucket()`.
+`S3Server` is what the tests rely on, which radosgw (tests/support/ceph.py) provides too."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
+from typing import Protocol
 
 import httpx
 
@@ -19,6 +21,22 @@ from tests.support.waiting import wait_until
 # moto accepts any credentials; boto3 insists on having some.
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "cargohold-test", "AWS_SECRET_ACCESS_KEY": "cargohold-test-secret"}
 REGION = "us-east-1"
+
+
+class S3Server(Protocol):
+    """What the session fixture `s3` gives: moto by default, radosgw with CARGOHOLD_TEST_S3=radosgw."""
+
+    @property
+    def port(self) -> int: ...
+
+    @property
+    def endpoint(self) -> str: ...
+
+    def environment(self) -> dict[str, str]: ...
+
+    def create_bucket(self) -> str: ...
+
+    def stop(self) -> None: ...
 
 
 class MotoServer:

@@ -111,6 +111,11 @@ class Registry:
     async def _refuse(self, request: Request, res: Responder, err: RegistryError) -> None:
         if res.status:  # the response already started; nothing more can be said
             return
+        if request.body_left() and "connection" not in err.headers:
+            # Refused before its whole body arrived (the object store went down mid-PATCH): the
+            # connection closes after this answer, so say so, or a client that reuses it sends
+            # its next request into a closed socket ("Server disconnected").
+            err.headers = {**err.headers, "connection": "close"}
         await res.error(err, head=request.method == "HEAD")
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:

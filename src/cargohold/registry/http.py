@@ -142,6 +142,16 @@ class Request:
                 self.received += len(chunk)
                 yield chunk
 
+    def body_left(self) -> bool:
+        """Whether part of the body is still unread, so the connection cannot carry another
+        request: granian closes it after the response."""
+        if self._body_done:
+            return False
+        if "transfer-encoding" in self.headers:
+            return True
+        length = self.headers.get("content-length", "0")
+        return not (length.isascii() and length.isdigit()) or self.received < int(length)
+
     async def discard_body(self, limit: int) -> None:
         """Read and drop what is left of the body, up to `limit` bytes."""
         dropped = 0

@@ -154,6 +154,8 @@ def s3_client(endpoint: str, region: str, timeout: float = 10.0) -> S3Client:
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
         s3={"addressing_style": "path"},
+        # Presigned URLs in SigV4: regions opened since 2014 accept nothing older.
+        signature_version="s3v4",
     )
     return boto3.client("s3", endpoint_url=endpoint or None, config=config)
 
