@@ -498,16 +498,23 @@ class S3UploadHandle:
         return self._buffer
 
     def write_parts(self, parts: list[bytes]) -> None:
+        """Fill the part buffer; a full one is sent as it is and a new one begun, so an upload
+        holds at most one part in memory (no copy of it is made to send it)."""
+        size = self._store.part_size
         with self._guard:
             buffer = self._tail()
             for part in parts:
-                buffer += part
-                self._dirty = True
-                while len(buffer) >= self._store.part_size:
-                    self._upload_part(bytes(buffer[: self._store.part_size]))
-                    del buffer[: self._store.part_size]
+                view = memoryview(part)
+                self._dirty = self._dirty or bool(view)
+                while view:
+                    room = size - len(buffer)
+                    buffer += view[:room]
+                    view = view[room:]
+                    if len(buffer) == size:
+                        self._upload_part(buffer)
+                        buffer = self._buffer = bytearray()
 
-    def _upload_part(self, data: bytes) -> None:
+    def _upload_part(self, data: bytearray) -> None:
         store = self._store
         key = store._upload_key(self._id, "data")
         if self._multipart is None:
