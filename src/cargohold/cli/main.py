@@ -108,15 +108,16 @@ def serve(
     # Before any worker starts: the schema is current (a new database is made so), else refused,
     # and the blob store usable (an unreachable one only warned of: it may come back).
     open_metadata(config.database_target).close()
+    blobs = open_blobs(config)
     try:
-        open_blobs(config).check()
+        blobs.check()
     except StorageSetupError as err:
         raise click.ClickException(str(err)) from None
     except BackendUnavailable as err:
-        click.echo(
-            f"Warning: the {err.backend} does not answer ({err.detail}): requests that need it get 503 until it does",
-            err=True,
-        )
+        unanswered = f"the {err.backend} does not answer ({err.detail})"
+        click.echo(f"Warning: {unanswered}: requests that need it get 503 until it does", err=True)
+    finally:
+        blobs.close()  # the workers open their own
     from ..server import serve as run_server
 
     scheme = "https" if config.tls_cert or config.tls_dev else "http"

@@ -47,3 +47,4 @@ class Services:
     def close(self) -> None:
         self.pool.shutdown(wait=True)
         self.meta.close()
+        self.store.close()

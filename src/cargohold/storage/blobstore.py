@@ -49,6 +49,9 @@ class FilesystemBlobStore:
     def check(self) -> None:
         pass  # the directories were made (or refused) when the store opened
 
+    def close(self) -> None:
+        pass
+
     def _upload_path(self, upload_id: str) -> Path:
         return self._uploads / check_upload_id(upload_id)
 

@@ -199,6 +199,9 @@ class S3BlobStore:
                 raise StorageSetupError(f"access to {where} is denied: check the credentials and policy") from None
             raise StorageSetupError(f"{where} answered {_code(err)}: {err}") from None
 
+    def close(self) -> None:
+        self.locks.close()
+
     # -- keys ----------------------------------------------------------------------------
 
     def _blob_key(self, digest: Digest) -> str:
