@@ -124,9 +124,12 @@ class _Guard:
         password = str(conninfo_to_dict(url).get("password") or "")
         self._secrets = [secret for secret in {password, quote(password, safe="")} if secret]
         self._down = False
+        # When a connection last failed: pooled connections returned before it may be dead too.
+        self.last_failure = 0.0
 
     def failure(self, err: psycopg.OperationalError) -> Exception:
         """The exception to raise instead of `err`."""
+        self.last_failure = time.monotonic()
         if isinstance(err, pg_errors.DiskFull):
             return StorageFullError(errno.ENOSPC, "the database's disk is full")
         if isinstance(err, pg_errors.TransactionRollback):  # a deadlock or serialisation conflict
@@ -197,12 +200,6 @@ def _returned(connection: psycopg.Connection[Any]) -> None:
     setattr(connection, "_cargohold_returned", time.monotonic())  # noqa: B010 (not a declared attribute)
 
 
-def _check(connection: psycopg.Connection[Any]) -> None:
-    """The pool's `check`: a round trip for a connection idle long enough to have been cut."""
-    if time.monotonic() - getattr(connection, "_cargohold_returned", 0.0) > _FRESH:
-        ConnectionPool.check_connection(connection)
-
-
 class PostgresDatabase:
     """A psycopg 3 pool on one PostgreSQL database, at the schema this code runs on. `timeout`
     bounds the wait for a pooled connection, a new connection and each statement."""
@@ -221,7 +218,7 @@ class PostgresDatabase:
             max_size=max_size,
             kwargs=self._connect_kwargs,
             configure=self._configure,
-            check=_check,
+            check=self._check,
             reset=_returned,
             timeout=timeout,
             # Past this a failed reconnect stops retrying; the next request that needs a
@@ -238,6 +235,14 @@ class PostgresDatabase:
     @property
     def executor(self) -> Executor:
         return self._executor
+
+    def _check(self, connection: psycopg.Connection[Any]) -> None:
+        """The pool's `check`: a round trip for a connection idle long enough to have been cut,
+        or returned before the last failure (a restarted server cut them all), so that after an
+        outage each stale connection is found and replaced instead of failing one request."""
+        returned = getattr(connection, "_cargohold_returned", 0.0)
+        if time.monotonic() - returned > _FRESH or returned <= self._guard.last_failure:
+            ConnectionPool.check_connection(connection)
 
     def _configure(self, connection: psycopg.Connection[Any]) -> None:
         # Bounds every statement, a wait for the write lock included (autocommit: takes effect now).
