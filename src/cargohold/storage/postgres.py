@@ -13,8 +13,8 @@ Guarantees and what they rest on:
   bug's error: psycopg's connection-level failures (`OperationalError`: refused, lost, shut
   down, a pool wait or a statement past `timeout`) are translated where they leave this module;
   what is the caller's fault (IntegrityError, ProgrammingError, DataError) passes unchanged.
-  The pool checks a connection that has been idle before lending it and reconnects on its own,
-  so the store recovers when PostgreSQL is back.
+  The pool checks a connection that has been idle, or was returned before the last failure,
+  before lending it, and reconnects on its own, so the store recovers when PostgreSQL is back.
 - Leadership (`try_lead`) is a session-level advisory lock on a connection of its own.
 """
 
