@@ -30,8 +30,7 @@ from pathlib import Path
 
 import httpx
 
-from cargohold.storage.s3 import s3_client
-from tests.support.s3 import CREDENTIALS, REGION
+from tests.support.s3 import CREDENTIALS, S3Server
 from tests.support.waiting import wait_until
 
 TOOLS = ("monmaptool", "ceph-mon", "ceph-mgr", "ceph-osd", "ceph", "radosgw", "radosgw-admin")
@@ -70,7 +69,7 @@ def _free_range(count: int) -> int:
     raise RuntimeError(f"no {count} consecutive free ports on 127.0.0.1 for Ceph")
 
 
-class RadosGateway:
+class RadosGateway(S3Server):
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
         self.conf = workdir / "ceph.conf"
@@ -79,10 +78,6 @@ class RadosGateway:
         self.port = 0
         self.fsid = str(uuid.uuid4())
         self.timings: dict[str, float] = {}
-
-    @property
-    def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     # -- bring-up ------------------------------------------------------------------------
 
@@ -231,17 +226,6 @@ rgw_data = {d}/rgw
             tail = log.read_text(errors="replace").splitlines()[-lines:]
             out.append(f"--- {log.name}\n" + "\n".join(tail))
         return "\n".join(out)
-
-    # -- the MotoServer interface -------------------------------------------------------
-
-    def environment(self) -> dict[str, str]:
-        """What a cargohold process needs to keep its blobs here."""
-        return {**CREDENTIALS, "CARGOHOLD_S3_ENDPOINT": self.endpoint, "CARGOHOLD_S3_REGION": REGION}
-
-    def create_bucket(self) -> str:
-        name = f"test-{uuid.uuid4().hex[:16]}"
-        s3_client(self.endpoint, REGION).create_bucket(Bucket=name)
-        return name
 
     def stop(self) -> None:
         """SIGTERM each daemon by its pid file, radosgw first; SIGKILL what outlives 30 s."""

@@ -4,13 +4,13 @@ extras) on a free loopback port. Each test takes a bucket of its own with `creat
 
 from __future__ import annotations
 
+import abc
 import os
 import shutil
 import subprocess
 import sys
 import uuid
 from pathlib import Path
-from typing import Protocol
 
 import httpx
 
@@ -23,31 +23,34 @@ CREDENTIALS = {"AWS_ACCESS_KEY_ID": "cargohold-test", "AWS_SECRET_ACCESS_KEY": "
 REGION = "us-east-1"
 
 
-class S3Server(Protocol):
-    """What the session fixture `s3` gives: moto by default, radosgw with CARGOHOLD_TEST_S3=radosgw."""
+class S3Server(abc.ABC):
+    """What the session fixture `s3` gives: moto by default, radosgw with CARGOHOLD_TEST_S3=radosgw.
+    Each serves on 127.0.0.1:`port`, with `CREDENTIALS`."""
 
-    @property
-    def port(self) -> int: ...
-
-    @property
-    def endpoint(self) -> str: ...
-
-    def environment(self) -> dict[str, str]: ...
-
-    def create_bucket(self) -> str: ...
-
-    def stop(self) -> None: ...
-
-
-class MotoServer:
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        self.port = 0
-        self.process: subprocess.Popen[bytes] | None = None
+    port = 0
 
     @property
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def environment(self) -> dict[str, str]:
+        """What a cargohold process needs to keep its blobs here."""
+        return {**CREDENTIALS, "CARGOHOLD_S3_ENDPOINT": self.endpoint, "CARGOHOLD_S3_REGION": REGION}
+
+    def create_bucket(self) -> str:
+        name = f"test-{uuid.uuid4().hex[:16]}"
+        s3_client(self.endpoint, REGION).create_bucket(Bucket=name)
+        return name
+
+    @abc.abstractmethod
+    def stop(self) -> None: ...
+
+
+class MotoServer(S3Server):
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.port = 0
+        self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> MotoServer:
         tool = shutil.which("moto_server", path=os.path.dirname(sys.executable)) or shutil.which("moto_server")
@@ -71,15 +74,6 @@ class MotoServer:
             return httpx.get(f"{self.endpoint}/moto-api/", timeout=1).status_code == 200
         except httpx.HTTPError:
             return False
-
-    def environment(self) -> dict[str, str]:
-        """What a cargohold process needs to keep its blobs here."""
-        return {**CREDENTIALS, "CARGOHOLD_S3_ENDPOINT": self.endpoint, "CARGOHOLD_S3_REGION": REGION}
-
-    def create_bucket(self) -> str:
-        name = f"test-{uuid.uuid4().hex[:16]}"
-        s3_client(self.endpoint, REGION).create_bucket(Bucket=name)
-        return name
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

@@ -17,6 +17,7 @@ from ..lifecycle.scheduler import Maintenance
 from ..oci.errors import ErrorCode, RegistryError
 from ..oci.names import validate_name
 from ..services import Services
+from ..services.uploads import DRAIN_LIMIT
 from ..storage.backends import storage_failure
 from ..storage.records import BackendUnavailable
 from . import admin_api, token_endpoint
@@ -24,7 +25,7 @@ from .access import OPEN, Gate
 from .accesslog import AccessLog
 from .endpoints import operation
 from .forwarded import client_address as forwarded_client
-from .http import DRAIN_LIMIT, IncompleteBody, Receive, Request, Responder, Scope, Send
+from .http import IncompleteBody, Receive, Request, Responder, Scope, Send
 from .routes import match
 
 log = logging.getLogger("cargohold.registry")

@@ -22,9 +22,6 @@ Send = Callable[[Message], Awaitable[None]]
 
 API_VERSION = (b"docker-distribution-api-version", b"registry/2.0")
 READ_CHUNK = 1 << 20
-# A refused request's remaining body is read and dropped up to this much, so the client (or a
-# balancer still sending it) gets the answer instead of a reset connection.
-DRAIN_LIMIT = 1 << 30
 
 
 # Largest Content-Length the registry can record (SQLite and PostgreSQL integers are 64-bit).

@@ -35,9 +35,9 @@ from .resumable import ResumableSha256, RunningHash
 
 _HASH_CHUNK = 1 << 20
 _MAX_CACHED_HASHERS = 1024
-# A refused upload's remaining body is read and dropped, up to this much, so the client
-# (which may still be sending) gets the answer instead of a reset connection.
-_DRAIN_LIMIT = 1 << 30
+# A refused request's remaining body is read and dropped, up to this much, so the client (or a
+# balancer still sending it) gets the answer instead of a reset connection.
+DRAIN_LIMIT = 1 << 30
 # How long a request waits for another request on the same upload session to finish.
 _BUSY_WAIT = 5.0
 # Uploads of one process that may read a body chunk ahead at the same time.
@@ -291,7 +291,7 @@ class UploadService:
                 await sink(body.body_chunks(read_ahead), writer, hasher, self.pool, self.write_budget)
             except StorageFullError:
                 writer.truncate(start)
-                await body.discard_body(_DRAIN_LIMIT)
+                await body.discard_body(DRAIN_LIMIT)
                 raise RegistryError(
                     ErrorCode.BLOB_UPLOAD_INVALID,
                     "the registry's storage is full; nothing of this chunk was kept",

@@ -83,7 +83,7 @@ def open_blob_store(
         s3_client(bucket.endpoint, bucket.region, bucket.timeout),
         bucket.bucket,
         bucket.prefix,
-        open_locks(database or root / "metadata.sqlite3", root / "locks"),
+        open_locks(database, root / "locks"),
         redirect_seconds=REDIRECT_SECONDS if bucket.redirect else 0,
     )
 

@@ -98,8 +98,11 @@ class PostgresLocks:
     """
 
     def __init__(self, url: str, max_size: int = 32, timeout: float = 10.0) -> None:
-        from psycopg_pool import ConnectionPool
+        import psycopg
+        from psycopg_pool import ConnectionPool, PoolTimeout
 
+        # What means "the database is not there": loaded here, so SQLite users never import psycopg.
+        self._unreachable: tuple[type[Exception], ...] = (PoolTimeout, psycopg.OperationalError)
         self.url = url
         self._pool: ConnectionPool[Any] = ConnectionPool(
             url,
@@ -113,9 +116,6 @@ class PostgresLocks:
 
     @contextlib.contextmanager
     def _held(self, take: str, release: str, name: str) -> Iterator[bool]:
-        import psycopg
-        from psycopg_pool import PoolTimeout
-
         key = advisory_key(name)
         try:
             with self._pool.connection() as connection:
@@ -127,7 +127,7 @@ class PostgresLocks:
                 finally:
                     if held and not connection.closed:
                         connection.execute(f"SELECT {release}(%s)", (key,))
-        except (PoolTimeout, psycopg.OperationalError) as err:
+        except self._unreachable as err:
             raise BackendUnavailable("database", type(err).__name__) from err
 
     def exclusive(self, name: str, wait: bool = True) -> contextlib.AbstractContextManager[bool]:
