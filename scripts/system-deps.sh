@@ -2,14 +2,16 @@
 # Installs the Debian packages the test suite drives: the reference registry, real clients
 # (docker engine, skopeo, podman, buildah, umoci), PostgreSQL (the tests start their own server
 # with initdb and pg_ctl), the load generator used by bench/, and for the deployment tests
-# (tests/test_deploy_artifacts.py) debootstrap, which makes the image's local base, and nginx.
+# (tests/test_deploy_artifacts.py) debootstrap, which makes the image's local base, and nginx; for
+# the supply-chain tests rpm (a real rpmdb, and rpm's own version order as an oracle) and Go (a
+# binary whose embedded module list the SBOM reads).
 # Idempotent: does nothing when every tool is already present.
 set -euo pipefail
 
 packages=(docker-registry skopeo umoci jq curl wrk buildah podman runc uidmap conmon
           catatonit containernetworking-plugins docker.io busybox-static postgresql debootstrap
-          nginx-light)
-tools=(docker-registry skopeo umoci jq curl wrk buildah podman runc dockerd busybox debootstrap nginx)
+          nginx-light rpm golang-go)
+tools=(docker-registry skopeo umoci jq curl wrk buildah podman runc dockerd busybox debootstrap nginx rpm go)
 
 missing=0
 for tool in "${tools[@]}"; do
