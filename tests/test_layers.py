@@ -15,7 +15,8 @@ ALLOWED = {
     "oci": set(),
     "storage": {"oci"},
     "auth": {"oci", "storage", "config"},
-    "services": {"oci", "storage", "config"},
+    "services": {"oci", "storage", "config", "supply"},  # a push queues its scan (supply.results)
+    "supply": {"oci", "storage"},
     "lifecycle": {"oci", "storage", "config"},
     "client": {"oci"},
     "config": {"oci"},

@@ -99,6 +99,11 @@ class Config:
     tls_dev: bool = False
     # Audit events are kept this long (pruned with the upload sweep); 0 keeps them forever.
     audit_retention: float = 365 * 86400.0
+    # Images pushed to repositories matching these globs (fnmatch; `*` crosses `/`) are catalogued,
+    # scanned and linted by a background worker; empty: no scan on push.
+    scan_on_push: tuple[str, ...] = ()
+    # How long a scan worker holds a job before another may take it (a worker that died).
+    scan_lease: float = 600.0
 
     @property
     def host(self) -> str:

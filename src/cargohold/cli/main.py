@@ -27,6 +27,7 @@ from ..storage.schema import SchemaError
 LAZY_COMMANDS = {
     **dict.fromkeys(("user", "robot", "token", "policy", "keys", "audit"), "auth_commands"),
     "migrate": "migrate_command",
+    **dict.fromkeys(("sbom", "scan", "lint", "vulndb", "scan-worker"), "supply_commands"),
     **dict.fromkeys(
         ("login", "logout", "push", "pull", "copy", "tag", "ls", "inspect", "rm", "digest"), "client_commands"
     ),

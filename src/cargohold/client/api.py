@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..oci import mediatypes as mt
 from ..oci.digest import Digest
 from ..oci.location import PREFIXES, Location, parse_location
-from ..oci.manifest import Descriptor
+from ..oci.manifest import Descriptor, Manifest
 from ..oci.platform import Platform, host_platform
 from ..oci.reference import Reference, ReferenceError, parse_reference, parse_registry
 from .archive import DockerArchive
@@ -77,6 +78,17 @@ def location(value: str | Location, *, local: bool = False) -> Location:
         return parse_location(value)
     except (ReferenceError, ValueError) as err:
         raise ClientError(str(err)) from None
+
+
+@dataclass(frozen=True)
+class Image:
+    """An image as `Client.image` found it: where from, its manifest, its config's bytes."""
+
+    source: Source
+    digest: str
+    payload: bytes
+    manifest: Manifest
+    config: bytes
 
 
 class Client:
@@ -299,8 +311,9 @@ class Client:
                 )
         return info
 
-    async def config(self, where: str | Location, *, platform: str | None = None) -> bytes:
-        """The image config exactly as stored (verified); for an index, that of `platform` or this machine's."""
+    async def image(self, where: str | Location, *, platform: str | None = None) -> Image:
+        """One image: the manifest `where` names or, for an index, its image for `platform` (or
+        this machine's), with its config read and verified."""
         src = self.source(location(where))
         payload, media_type, digest = await src.resolve()
         if media_type in mt.INDEXES:
@@ -314,7 +327,11 @@ class Client:
         manifest = manifest_of(payload, media_type, digest, src.label)
         if manifest.config is None:
             raise ClientError(f"{src.label}: the manifest has no config")
-        return await self._read_small(src, manifest.config)
+        return Image(src, digest, payload, manifest, await self._read_small(src, manifest.config))
+
+    async def config(self, where: str | Location, *, platform: str | None = None) -> bytes:
+        """The image config exactly as stored (verified); for an index, that of `platform` or this machine's."""
+        return (await self.image(where, platform=platform)).config
 
     async def config_blob(self, src: Source, descriptor: Descriptor) -> Any:
         try:

@@ -1,8 +1,9 @@
 """`/api/v1/...`: the management API, for administrators only.
 
-Users, robots, personal access tokens, policies, the audit trail, storage usage and repository
-deletion: the same operations as the CLI, through the same library calls, so both are audited
-alike. Credentials: basic auth, or a bearer token holding `registry:admin:*`.
+Users, robots, personal access tokens, policies, the audit trail, storage usage, repository
+deletion, scan results and the advisory database's state: the same operations as the CLI,
+through the same library calls, so both are audited alike. Credentials: basic auth, or a bearer
+token holding `registry:admin:*`.
 """
 
 from __future__ import annotations
@@ -19,12 +20,16 @@ from ..auth.service import Authority
 from ..auth.store import AuthStoreError, Principal
 from ..config import expires_at, parse_duration
 from ..lifecycle.usage import delete_repository, usage_report
+from ..oci import mediatypes as mt
 from ..oci.errors import ErrorCode, RegistryError
 from ..oci.jsontext import JSONTextError, load_json
+from ..oci.manifest import parse_manifest
 from ..oci.names import validate_name
 from ..services import Services
 from ..storage.events import Actor
 from ..storage.records import ImmutableTagError
+from ..supply.advisories import AdvisoryStore
+from ..supply.results import ScanStore
 from .access import Gate, actor_of
 from .http import Request, Responder
 from .openapi import openapi_document
@@ -293,3 +298,54 @@ async def remove_repository(api: Management, request: Request, ctx: Actor, args:
 async def rotate_keys(api: Management, request: Request, ctx: Actor, _: dict[str, str]) -> tuple[int, Any]:
     """Sign new tokens with a new key; tokens signed before stay valid until they expire."""
     return 200, {"active": api.authority.rotate_keys(ctx)}
+
+
+def _scan_view(api: Management, name: str, digest: str) -> dict[str, Any]:
+    queue = ScanStore(api.services.database)
+    stored = queue.result(digest)
+    queued = queue.queued(digest)
+    if stored is None:
+        return {"digest": digest, "repository": name, "status": "queued" if queued else "not scanned"}
+    return {**stored.to_dict(), "queued": queued}
+
+
+@route("GET", "/repositories/(?P<name>.+)/manifests/(?P<reference>[^/]+)/scan")
+async def scan_result(api: Management, request: Request, ctx: Actor, args: dict[str, str]) -> tuple[int, Any]:
+    """An image's stored catalogue summary, vulnerabilities and lint findings (for an index: each image's)."""
+    name = validate_name(args["name"])
+    stored = api.services.manifests.find(name, args["reference"])
+    if stored.media_type not in mt.INDEXES:
+        return 200, _scan_view(api, name, stored.digest)
+    children = parse_manifest(stored.payload, stored.media_type).children
+    return 200, {
+        "digest": stored.digest,
+        "repository": name,
+        "manifests": [
+            {**_scan_view(api, name, str(child.digest)), "platform": child.platform or {}} for child in children
+        ],
+    }
+
+
+@route("POST", "/repositories/(?P<name>.+)/manifests/(?P<reference>[^/]+)/scan", status=202)
+async def request_scan(api: Management, request: Request, ctx: Actor, args: dict[str, str]) -> tuple[int, Any]:
+    """Queue a fresh catalogue and scan of an image (every image of an index)."""
+    name = validate_name(args["name"])
+    stored = api.services.manifests.find(name, args["reference"])
+    digests = [stored.digest]
+    if stored.media_type in mt.INDEXES:
+        digests = [str(child.digest) for child in parse_manifest(stored.payload, stored.media_type).children]
+    queue = ScanStore(api.services.database)
+    for digest in digests:
+        queue.enqueue(digest, name)
+    return 202, {"queued": digests}
+
+
+@route("GET", "/vulndb")
+async def vulndb_state(api: Management, request: Request, ctx: Actor, _: dict[str, str]) -> tuple[int, Any]:
+    """The advisory database: how many records, how recent, when imported."""
+    state = AdvisoryStore(api.services.database).state()
+    return 200, {
+        **dataclasses.asdict(state),
+        "ageDays": state.age_days(),
+        "queued": ScanStore(api.services.database).pending(),
+    }

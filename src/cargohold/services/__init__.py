@@ -42,7 +42,9 @@ class Services:
         self.quotas = config.quotas
         self.uploads = UploadService(self.meta, self.store, self.pool, config.quotas)
         self.blobs = BlobService(self.meta, self.store, config.gc_grace)
-        self.manifests = ManifestService(self.meta, self.immutable_tags, config.quotas, config.max_manifest_bytes)
+        self.manifests = ManifestService(
+            self.meta, self.immutable_tags, config.quotas, config.max_manifest_bytes, config.scan_on_push
+        )
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)

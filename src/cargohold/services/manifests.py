@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from typing import Any
 
+from ..oci import mediatypes as mt
 from ..oci.digest import Digest, looks_like_digest
 from ..oci.errors import ErrorCode, RegistryError
 from ..oci.manifest import parse_manifest, referrer_descriptor
@@ -20,6 +23,7 @@ from ..storage.records import (
     QuotaExceededError,
     StoredManifest,
 )
+from ..supply.results import enqueue_new as enqueue_scan
 from .quota import quota_refusal
 
 
@@ -36,8 +40,10 @@ class ManifestService:
         immutable_tags: tuple[TagRule, ...] = (),
         quotas: tuple[Quota, ...] = (),
         max_bytes: int = 4 << 20,
+        scan_on_push: tuple[str, ...] = (),
     ) -> None:
         self.meta = meta
+        self.scan_on_push = scan_on_push  # repository globs whose images are queued for a scan
         self.max_bytes = max_bytes  # the largest manifest accepted
         self.immutable_tags = immutable_tags
         self.quotas = quotas
@@ -79,8 +85,11 @@ class ManifestService:
             ),
             children=tuple(str(d.digest) for d in manifest.children),
         )
+        scan = None
+        if manifest.config and manifest.config.media_type in mt.IMAGE_CONFIGS and self._scanned(name):
+            scan = functools.partial(enqueue_scan, digest=str(digest), repo=name)
         try:
-            self.meta.put_manifest(name, record, tag, self.immutable_rule(name), self.quotas, actor)
+            self.meta.put_manifest(name, record, tag, self.immutable_rule(name), self.quotas, actor, scan)
         except ImmutableTagError as err:
             raise immutable_refusal(name, err) from None
         except QuotaExceededError as err:
@@ -95,6 +104,9 @@ class ManifestService:
                 detail={"blobs": missing.blobs, "manifests": missing.manifests},
             ) from None
         return PushedManifest(digest, manifest.subject.digest if manifest.subject else None)
+
+    def _scanned(self, name: str) -> bool:
+        return any(fnmatchcase(name, pattern) for pattern in self.scan_on_push)
 
     def delete(self, name: str, reference: str, actor: Actor) -> None:
         """Delete a manifest (by digest, with every tag on it) or only a tag."""

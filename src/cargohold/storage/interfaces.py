@@ -14,6 +14,7 @@ from ..oci.digest import Digest
 from ..oci.rules import Quota
 from .events import Actor
 from .records import ImmutableRule, ManifestRecord, Referrer, StoredManifest
+from .sql import Executor
 
 
 class UploadHandle(Protocol):
@@ -143,6 +144,7 @@ class MetadataStore(Protocol):
         immutable: ImmutableRule | None = None,
         quotas: tuple[Quota, ...] = (),
         actor: Actor | None = None,
+        also: Callable[[Executor], None] | None = None,
     ) -> None: ...
     def manifest_by_digest(self, repo: str, digest: str) -> StoredManifest | None: ...
     def manifest_by_tag(self, repo: str, tag: str) -> StoredManifest | None: ...

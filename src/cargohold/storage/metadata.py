@@ -8,7 +8,7 @@ every registry worker process opens its own connection.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
 
@@ -303,9 +303,11 @@ class SQLMetadataStore:
         immutable: ImmutableRule | None = None,
         quotas: tuple[Quota, ...] = (),
         actor: Actor | None = None,
+        also: Callable[[Executor], None] | None = None,
     ) -> None:
         """Store a manifest (and move `tag` to it) if everything it references is in `repo`;
-        with an `actor`, the push and any tag move go into the audit trail in the same transaction.
+        with an `actor`, the push and any tag move go into the audit trail in the same transaction,
+        as do the writes of `also` (a scan job: the push and its job commit together).
 
         The reference check and the insert share one write transaction, so a concurrent
         delete cannot slip between them.
@@ -353,6 +355,8 @@ class SQLMetadataStore:
                 record_event(db, actor, "manifest.push", f"{repo}@{record.digest}", detail=f"tag {tag}" if tag else "")
                 if moved_from is not None:
                     record_event(db, actor, "tag.move", f"{repo}:{tag}", detail=f"{moved_from} -> {record.digest}")
+            if also is not None:
+                also(db)
 
     @staticmethod
     def _move_tag(

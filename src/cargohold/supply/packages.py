@@ -7,8 +7,8 @@ store: the catalogers fill these in, the SBOM writers, the matcher and the lint 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal
 
 # The purl type of a package, which also names its version order (supply/versions.py).
 PackageType = Literal["deb", "apk", "rpm", "pypi", "npm", "golang"]
@@ -79,3 +79,17 @@ class Catalog:
 
     def sort(self) -> None:
         self.packages.sort(key=lambda p: (p.type, p.name, p.version, p.location))
+
+
+def catalog_to_dict(catalog: Catalog) -> dict[str, Any]:
+    """The catalogue as JSON-ready data (stored per image digest, so re-evaluation needs no layer read)."""
+    return asdict(catalog)
+
+
+def catalog_from_dict(data: dict[str, Any]) -> Catalog:
+    distro = data.get("distro")
+    known = {f.name for f in fields(Catalog)}
+    catalog = Catalog(**{key: value for key, value in data.items() if key in known})
+    catalog.distro = Distro(**{**distro, "id_like": tuple(distro.get("id_like", ()))}) if distro else None
+    catalog.packages = [Package(**{**p, "licenses": tuple(p.get("licenses", ()))}) for p in data.get("packages", [])]
+    return catalog

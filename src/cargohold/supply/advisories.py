@@ -1,0 +1,247 @@
+"""The offline advisory database, in the metadata store (SQLite or PostgreSQL, the same SQL).
+
+An import writes OSV records in batches, one transaction each: a record replaces the stored one
+only when its `modified` is newer, so importing the same archive twice changes nothing and a
+newer archive changes only what changed. In the same transaction as a change, every catalogued
+image holding a package the old or the new record names is queued for re-evaluation
+(`scan_job`, reason "advisories"), so stored verdicts follow the database without a rescan of
+every image, and a crash between the two cannot happen.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from packaging.utils import canonicalize_name
+
+from ..storage.sql import Database, Executor
+from .osv import Advisory, Affected, parse_advisory, severity_of
+
+BATCH = 500
+
+
+def ecosystem_base(ecosystem: str) -> str:
+    """ "Debian:12" -> "Debian": the part every release of an ecosystem shares."""
+    return ecosystem.split(":", 1)[0]
+
+
+def package_key(ecosystem: str, name: str) -> tuple[str, str]:
+    """How the index spells a package: PyPI names compare normalised (PEP 503), others as written."""
+    base = ecosystem_base(ecosystem)
+    return base, canonicalize_name(name) if base == "PyPI" else name
+
+
+def normalised_time(value: str) -> str:
+    """An RFC 3339 time as one sortable spelling (UTC, microseconds), so `modified` compares as text."""
+    try:
+        moment = datetime.fromisoformat(value.replace("z", "Z"))
+    except ValueError:
+        return value
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(frozen=True)
+class StoredAdvisory:
+    id: str
+    modified: str
+    summary: str
+    severity: str
+    score: float | None
+    aliases: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class DatabaseState:
+    advisories: int
+    withdrawn: int
+    imported: float | None  # when the last import that changed something finished
+    newest: str | None  # the newest `modified` of any record
+    generation: int  # counts imports that changed something
+
+    def age_days(self, now: float | None = None) -> float | None:
+        """Days since the newest record was modified: how far behind the world the database is."""
+        if self.newest is None:
+            return None
+        newest = datetime.strptime(self.newest, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
+        return max(0.0, ((now or time.time()) - newest) / 86400)
+
+
+@dataclass
+class ImportCounts:
+    added: int = 0
+    updated: int = 0
+    withdrawn: int = 0
+    unchanged: int = 0
+    requeued: int = 0  # image digests queued for re-evaluation
+
+    @property
+    def changed(self) -> int:
+        return self.added + self.updated + self.withdrawn
+
+
+class AdvisoryStore:
+    def __init__(self, database: Database) -> None:
+        self.database = database
+
+    # -- import ---------------------------------------------------------------------------
+
+    def write(self, advisories: Iterable[Advisory], counts: ImportCounts | None = None) -> ImportCounts:
+        """Store `advisories` (BATCH per transaction), newest `modified` winning."""
+        counts = counts or ImportCounts()
+        batch: list[Advisory] = []
+        for advisory in advisories:
+            batch.append(advisory)
+            if len(batch) >= BATCH:
+                self._write_batch(batch, counts)
+                batch = []
+        if batch:
+            self._write_batch(batch, counts)
+        return counts
+
+    def _write_batch(self, batch: Sequence[Advisory], counts: ImportCounts) -> None:
+        now = time.time()
+        touched: set[tuple[str, str]] = set()
+        with self.database.transaction() as db:
+            for advisory in batch:
+                modified = normalised_time(advisory.modified)
+                row = db.execute("SELECT modified, withdrawn FROM advisory WHERE id = ?", (advisory.id,)).fetchone()
+                if row is not None and row[0] >= modified:
+                    counts.unchanged += 1
+                    continue
+                touched.update(
+                    (base, name)
+                    for base, name in db.execute(
+                        "SELECT ecosystem_base, name FROM advisory_package WHERE advisory = ?", (advisory.id,)
+                    )
+                )
+                db.execute("DELETE FROM advisory_package WHERE advisory = ?", (advisory.id,))
+                rating = severity_of(advisory)
+                values = (
+                    modified,
+                    advisory.withdrawn,
+                    advisory.summary or advisory.details[:200],
+                    rating.label,
+                    rating.score,
+                    json.dumps(list(advisory.aliases)),
+                    json.dumps(advisory.raw, separators=(",", ":")),
+                    now,
+                    advisory.id,
+                )
+                if row is None:
+                    db.execute(
+                        "INSERT INTO advisory(modified, withdrawn, summary, severity, score, aliases, record, "
+                        "imported, id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        values,
+                    )
+                else:
+                    db.execute(
+                        "UPDATE advisory SET modified = ?, withdrawn = ?, summary = ?, severity = ?, score = ?, "
+                        "aliases = ?, record = ?, imported = ? WHERE id = ?",
+                        values,
+                    )
+                if advisory.withdrawn:
+                    counts.withdrawn += 1
+                else:
+                    counts.added += row is None
+                    counts.updated += row is not None
+                    rows = self._index_rows(advisory)
+                    db.executemany(
+                        "INSERT INTO advisory_package(ecosystem, ecosystem_base, name, advisory, position, affected) "
+                        "VALUES (?, ?, ?, ?, ?, ?)",
+                        rows,
+                    )
+                    touched.update((base, name) for _, base, name, *_ in rows)
+            if touched:
+                counts.requeued += self._requeue(db, touched, now)
+                self._bump_generation(db, now)
+
+    @staticmethod
+    def _index_rows(advisory: Advisory) -> list[tuple[str, str, str, str, int, str]]:
+        rows = []
+        for position, affected in enumerate(advisory.affected):
+            if not affected.ecosystem or not affected.name:
+                continue  # a GIT-only entry names a repository, not a package
+            base, name = package_key(affected.ecosystem, affected.name)
+            fragment = advisory.raw["affected"][position]
+            rows.append((affected.ecosystem, base, name, advisory.id, position, json.dumps(fragment)))
+        return rows
+
+    @staticmethod
+    def _requeue(db: Executor, touched: set[tuple[str, str]], now: float) -> int:
+        queued = 0
+        for base, name in sorted(touched):
+            queued += db.execute(
+                "INSERT INTO scan_job(digest, repo, reason, enqueued) "
+                "SELECT ip.digest, r.repo, 'advisories', ? FROM image_package ip "
+                "JOIN scan_result r ON r.digest = ip.digest WHERE ip.ecosystem_base = ? AND ip.name = ? "
+                "ON CONFLICT(digest) DO UPDATE SET revision = scan_job.revision + 1, enqueued = excluded.enqueued",
+                (now, base, name),
+            ).rowcount
+        return queued
+
+    @staticmethod
+    def _bump_generation(db: Executor, now: float) -> None:
+        row = db.execute("SELECT value FROM supply_state WHERE key = 'generation'").fetchone()
+        generation = int(row[0]) + 1 if row else 1
+        for key, value in (("generation", str(generation)), ("imported", repr(now))):
+            db.execute(
+                "INSERT INTO supply_state(key, value) VALUES (?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+
+    # -- reading --------------------------------------------------------------------------
+
+    def candidates(self, keys: Iterable[tuple[str, str]]) -> Iterator[tuple[str, Affected]]:
+        """(advisory id, affected entry) for every indexed entry naming one of `keys`
+        ((ecosystem base, name) pairs as `package_key` spells them)."""
+        by_base: dict[str, list[str]] = {}
+        for base, name in set(keys):
+            by_base.setdefault(base, []).append(name)
+        with self.database.snapshot() as db:
+            for base, names in sorted(by_base.items()):
+                for start in range(0, len(names), 400):
+                    chunk = sorted(names[start : start + 400])
+                    marks = ", ".join("?" * len(chunk))
+                    rows = db.execute(
+                        "SELECT p.advisory, a.modified, p.affected FROM advisory_package p "
+                        "JOIN advisory a ON a.id = p.advisory "
+                        f"WHERE p.ecosystem_base = ? AND p.name IN ({marks})",
+                        (base, *chunk),
+                    ).fetchall()
+                    for advisory_id, modified, fragment in rows:
+                        record = {"id": advisory_id, "modified": modified, "affected": [json.loads(fragment)]}
+                        yield advisory_id, parse_advisory(record).affected[0]
+
+    def described(self, ids: Iterable[str]) -> dict[str, StoredAdvisory]:
+        wanted = sorted(set(ids))
+        found: dict[str, StoredAdvisory] = {}
+        with self.database.snapshot() as db:
+            for start in range(0, len(wanted), 400):
+                chunk = wanted[start : start + 400]
+                marks = ", ".join("?" * len(chunk))
+                for row in db.execute(
+                    f"SELECT id, modified, summary, severity, score, aliases FROM advisory WHERE id IN ({marks})",
+                    chunk,
+                ):
+                    found[row[0]] = StoredAdvisory(row[0], row[1], row[2], row[3], row[4], tuple(json.loads(row[5])))
+        return found
+
+    def record(self, advisory_id: str) -> Advisory | None:
+        row = self.database.executor.execute("SELECT record FROM advisory WHERE id = ?", (advisory_id,)).fetchone()
+        return parse_advisory(json.loads(row[0])) if row else None
+
+    def state(self) -> DatabaseState:
+        with self.database.snapshot() as db:
+            advisories, withdrawn, newest = db.execute(
+                "SELECT count(*), count(withdrawn), max(modified) FROM advisory"
+            ).fetchone()
+            values = dict(db.execute("SELECT key, value FROM supply_state").fetchall())
+        imported = float(values["imported"]) if "imported" in values else None
+        return DatabaseState(int(advisories), int(withdrawn), imported, newest, int(values.get("generation", 0)))
