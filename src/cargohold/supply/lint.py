@@ -150,6 +150,12 @@ def _typed(value: object, kind: type, where: str) -> Any:
     return value
 
 
+def _field(document: Mapping[str, object], key: str, kind: type, where: str) -> Any:
+    """`document[key]` of type `kind`; absent or null is the type's empty value."""
+    value = document.get(key)
+    return kind() if value is None else _typed(value, kind, where)
+
+
 def parse_config(raw: bytes | Mapping[str, object]) -> ImageConfig:
     """The checks' view of an image config; LintInputError naming the field if it is malformed."""
     if isinstance(raw, bytes | bytearray):
@@ -160,24 +166,24 @@ def parse_config(raw: bytes | Mapping[str, object]) -> ImageConfig:
     else:
         document = raw
     document = _typed(document, dict, "the document")
-    container = _typed(document.get("config") or {}, dict, "config")
-    user = _typed(container.get("User") or "", str, "config.User")
+    container = _field(document, "config", dict, "config")
+    user = _field(container, "User", str, "config.User")
     healthcheck: tuple[str, ...] | None = None
     if (check := container.get("Healthcheck")) is not None:
-        test = _typed(_typed(check, dict, "config.Healthcheck").get("Test") or [], list, "config.Healthcheck.Test")
+        test = _field(_typed(check, dict, "config.Healthcheck"), "Test", list, "config.Healthcheck.Test")
         healthcheck = tuple(_typed(part, str, "config.Healthcheck.Test[]") for part in test)
     env = []
-    for number, item in enumerate(_typed(container.get("Env") or [], list, "config.Env")):
+    for number, item in enumerate(_field(container, "Env", list, "config.Env")):
         name, _, value = _typed(item, str, f"config.Env[{number}]").partition("=")
         env.append((name, value))
-    labels = _typed(container.get("Labels") or {}, dict, "config.Labels")
+    labels = _field(container, "Labels", dict, "config.Labels")
     for key, value in labels.items():
         _typed(value, str, f"config.Labels[{key!r}]")
-    ports = tuple(_typed(container.get("ExposedPorts") or {}, dict, "config.ExposedPorts"))
+    ports = tuple(_field(container, "ExposedPorts", dict, "config.ExposedPorts"))
     history = []
-    for number, item in enumerate(_typed(document.get("history") or [], list, "history")):
+    for number, item in enumerate(_field(document, "history", list, "history")):
         entry = _typed(item, dict, f"history[{number}]")
-        history.append(_typed(entry.get("created_by") or "", str, f"history[{number}].created_by"))
+        history.append(_field(entry, "created_by", str, f"history[{number}].created_by"))
     return ImageConfig(user, healthcheck, tuple(env), dict(labels), ports, tuple(history))
 
 

@@ -141,11 +141,12 @@ PYPIRC_PASSWORD = _rule(
     "CRITICAL",
     1,
 )
-# `password = "..."` (or `secret:`, `api_key=`), quoted, at the start of a line that is not a comment.
+# `password = "..."` (or `secret:`, `api_key=`), quoted, at the start of a line that is not a comment; a
+# value that is a path (`password_file = "/run/secrets/db"`) points to the secret and is not one.
 CONFIG_PASSWORD = _rule(
     "config-password",
     rb"(?im)^[ \t]{0,16}[\"']?[\w.\-]{0,40}(?:password|passwd|secret|api_?key|access_?token)[\w.\-]{0,40}[\"']?"
-    rb"[ \t]{0,8}[:=][ \t]{0,8}[\"']([^\"'\s$%{}<>]{4,200})[\"']",
+    rb"[ \t]{0,8}[:=][ \t]{0,8}[\"'](?!\.{0,2}/)([^\"'\s$%{}<>]{4,200})[\"']",
     "password in a configuration file",
     "HIGH",
     1,
