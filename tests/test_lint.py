@@ -429,6 +429,27 @@ def test_pgp_private_block() -> None:
     assert [m.rule for m in secrets.scan_bytes(block)] == ["private-key"]
 
 
+def test_a_private_key_marker_alone_is_not_a_key() -> None:
+    """Crypto libraries hold the marker as a constant; a key has material after it."""
+    marker = b"-----BEGIN OPENSSH " + b"PRIVATE KEY-----"
+    assert secrets.scan_bytes(b'_SK_START = b"' + marker + b'"\n_SK_END = b"-----END"\n') == []
+    key_file = json.dumps({"type": "service_account", "private_key": rsa_pem().decode()}).encode()
+    assert b"-----\\nMII" in key_file  # JSON writes the newlines out
+    found = secrets.scan_bytes(key_file)
+    assert [m.rule for m in found] == ["private-key"]
+
+
+def test_an_encrypted_pem_key_with_headers() -> None:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.BestAvailableEncryption(b"pass" + b"phrase"),
+    )
+    assert b"DEK-Info" in pem
+    assert [m.rule for m in secrets.scan_bytes(pem)] == ["private-key"]
+
+
 def test_public_material_is_not_a_secret() -> None:
     key = rsa.generate_private_key(public_exponent=65537, key_size=1024)
     public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
@@ -493,6 +514,28 @@ def test_credential_files() -> None:
     pypirc = b"[pypi]\nusername = __token__\npassword = " + _chars(20).encode() + b"\n"
     assert [m.rule for m in secrets.scan_bytes(pypirc, secrets.rules_for("root/.pypirc"))] == ["pypirc-password"]
     assert all(password not in m.redacted for m in found)
+
+
+def test_examples_and_placeholders_are_not_secrets() -> None:
+    documented = "AKIA" + "IOSFODNN7" + "EXAMPLE"  # AWS's own documentation key
+    assert secrets.scan_bytes(f"key = {documented}".encode()) == []
+    for value in ("your-token-here", "xxxxxxxx", "********", "${DB_PASSWORD}"):
+        line = f'password = "{value}"\n'.encode()
+        assert secrets.scan_bytes(line, secrets.rules_for("etc/app.ini")) == [], value
+
+
+def test_context_rules_only_where_a_value_is_expected() -> None:
+    """Library code is full of `https://user:pass@host` and sample JWTs; configuration is not."""
+    password = _chars(12)
+    jwt = "ey" + "J" + _chars(20) + ".ey" + "J" + _chars(30) + "." + _chars(43)
+    text = f'"""Use it as proxy("http://user:{password}@proxy:3128")."""\nTOKEN = "{jwt}"\n'.encode()
+    library = "usr/local/lib/python3.12/site-packages/requests/utils.py"
+    assert secrets.should_scan(library, len(text))
+    assert secrets.scan_bytes(text, secrets.rules_for(library)) == []
+    assert [m.rule for m in secrets.scan_bytes(text, secrets.rules_for("app/settings.yaml"))] == [
+        "url-credentials",
+        "jwt",
+    ]
 
 
 def test_config_passwords_only_in_config_files_and_not_in_comments() -> None:

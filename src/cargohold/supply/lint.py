@@ -222,7 +222,7 @@ def is_secret_value(value: str) -> bool:
     value = value.strip().strip("\"'")
     if not value or value.startswith(("/", "./", "$", "<", "%")):
         return False
-    return value.lower() not in secrets.PLACEHOLDERS
+    return not secrets.is_placeholder(value)
 
 
 def _text_secrets(text: str) -> list[SecretMatch]:

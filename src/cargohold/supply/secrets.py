@@ -1,8 +1,10 @@
 """Well-known keys and tokens, found in bytes: a file streamed in chunks, an ENV value, a history line.
 
-A `SecretRule` is one pattern; `CONTENT_RULES` apply to anything scanned, `FILE_RULES` only to the
-configuration files that hold credentials in a known place (`.docker/config.json`, `.npmrc`...),
-where a bare `password = "..."` means something. `SecretScanner` runs rules over a stream: each
+A `SecretRule` is one pattern. `TOKEN_RULES` (formats with a fixed prefix: keys, cloud and forge
+tokens) apply to every file scanned; `CONTEXT_RULES` (JWTs, passwords in URLs), which library code
+and its docstrings are full of, only to ENV values, labels, history lines and configuration files;
+the credential files' rules (`.docker/config.json`, `.npmrc`...) and `password = "..."` only to the
+files where such a line means something (`rules_for`). `SecretScanner` runs rules over a stream: each
 chunk is searched together with the tail of the one before, so a token cut by a chunk boundary is
 still found, and found once.
 
@@ -19,6 +21,8 @@ Which files are worth scanning (`should_scan`) is the false-positive rule, writt
 - never a template (`*.example`, `*.sample`, `*.template`, `*.tmpl`, `*.dist`), and never a file of a
   binary kind by its name (`.so`, `.pyc`, images, archives) or over 1 MiB;
 - a file whose first chunk has a NUL byte is binary and scanned no further;
+- a value that says it is an example (`AKIAIOSFODNN7EXAMPLE`, AWS's documented one) or a
+  placeholder (`changeme`, `xxxx`, `your-token-here`) is not reported;
 - the well-known secret files (`.docker/config.json`, `.git-credentials`, `.npmrc`, `.pypirc`,
   `id_rsa`...) are always scanned, wherever they are.
 
@@ -72,10 +76,15 @@ def _rule(
 
 
 # Token formats documented by their issuers; each has a fixed prefix, which keeps false positives low.
-CONTENT_RULES: tuple[SecretRule, ...] = (
+TOKEN_RULES: tuple[SecretRule, ...] = (
     _rule(
         "private-key",
-        rb"-----BEGIN ((?:RSA |EC |DSA |OPENSSH |ENCRYPTED )?PRIVATE KEY|PGP PRIVATE KEY BLOCK)-----",
+        # The marker, then key material (after PEM's or PGP's optional headers), on a new line or
+        # after a "\n" written out in JSON (a cloud service account's key file): a program holding
+        # only the marker as a constant is not a key.
+        rb"-----BEGIN ((?:RSA |EC |DSA |OPENSSH |ENCRYPTED )?PRIVATE KEY|PGP PRIVATE KEY BLOCK)-----"
+        rb"[ \t]{0,4}(?:\r?\n|\\n)(?:[A-Za-z\-]{1,32}:[^\r\n\\]{0,100}(?:\r?\n|\\n)){0,4}(?:\r?\n|\\n)?"
+        rb"[A-Za-z0-9+/=]{32}",
         "private key",
         "CRITICAL",
         1,
@@ -97,6 +106,9 @@ CONTENT_RULES: tuple[SecretRule, ...] = (
     _rule("google-api-key", rb"\bAIza[0-9A-Za-z_\-]{35}(?![0-9A-Za-z_\-])", "Google API key", "HIGH"),
     _rule("npm-token", rb"\bnpm_[A-Za-z0-9]{36}\b", "npm access token", "CRITICAL"),
     _rule("pypi-token", rb"\bpypi-AgEI[A-Za-z0-9_\-]{50,400}", "PyPI API token", "CRITICAL"),
+)
+# Secrets without a prefix of their own: only where a value is expected (not in library code).
+CONTEXT_RULES: tuple[SecretRule, ...] = (
     _rule(
         "jwt",
         rb"\beyJ[A-Za-z0-9_\-]{10,200}\.eyJ[A-Za-z0-9_\-]{10,300}\.[A-Za-z0-9_\-]{10,200}",
@@ -111,6 +123,8 @@ CONTENT_RULES: tuple[SecretRule, ...] = (
         1,
     ),
 )
+# What an ENV value, a label or a history line is scanned with.
+CONTENT_RULES = TOKEN_RULES + CONTEXT_RULES
 
 # Credential files and where in them the secret sits; applied only to the named files.
 DOCKER_AUTH = _rule(
@@ -152,10 +166,23 @@ CONFIG_PASSWORD = _rule(
     1,
 )
 
-# Values of the generic rules that are there to be replaced, not secrets.
+# Values that are there to be replaced, not secrets.
 PLACEHOLDERS = frozenset(
-    {"password", "passwd", "secret", "changeme", "change-me", "example", "xxxx", "none", "null", "true", "false"}
+    {
+        *("password", "passwd", "pass", "pwd", "secret", "token", "key", "apikey", "api_key"),
+        *("changeme", "change-me", "change_me", "example", "sample", "dummy", "test", "foo", "bar", "redacted"),
+        *("none", "null", "nil", "true", "false", "undefined"),
+    }
 )
+
+
+def is_placeholder(value: bytes | str) -> bool:
+    """A value that says it is not real: an example, a placeholder word, `xxxx`/`****`, `your-...`."""
+    text = (value.decode("utf-8", "replace") if isinstance(value, bytes) else value).strip().lower()
+    return (
+        text in PLACEHOLDERS or "example" in text or text.startswith(("your", "<", "${")) or set(text) <= set("x*.-_#0")
+    )
+
 
 # File names that are credentials wherever they are found, and the rules they get.
 _SECRET_FILE_RULES: dict[str, tuple[SecretRule, ...]] = {
@@ -265,8 +292,8 @@ def rules_for(path: str) -> tuple[SecretRule, ...]:
     if pure.name == "config.json" and pure.parent.name == ".docker":
         extra = (DOCKER_AUTH,)
     elif pure.suffix.lower() in CONFIG_SUFFIXES or pure.name in {".env", "credentials"}:
-        extra = (*extra, CONFIG_PASSWORD)
-    return CONTENT_RULES + extra
+        extra = (*CONTEXT_RULES, CONFIG_PASSWORD)
+    return TOKEN_RULES + extra
 
 
 def redact(value: bytes | str) -> str:
@@ -280,13 +307,11 @@ def redact(value: bytes | str) -> str:
 
 
 def _value(rule: SecretRule, match: re.Match[bytes]) -> bytes | None:
-    """The secret a match holds, or None when it is a placeholder the generic rules should not report."""
+    """The secret a match holds, or None when it is an example or a placeholder."""
     value = match.group(rule.value_group)
     if rule.marker:
         return value
-    if rule.value_group and value.decode("utf-8", "replace").strip().lower() in PLACEHOLDERS:
-        return None
-    return value
+    return None if is_placeholder(value) else value
 
 
 def scan_bytes(data: bytes, rules: tuple[SecretRule, ...] = CONTENT_RULES) -> list[SecretMatch]:
