@@ -513,6 +513,8 @@ def test_credential_files() -> None:
     assert [m.rule for m in secrets.scan_bytes(npmrc, secrets.rules_for("root/.npmrc"))] == ["npmrc-auth"]
     pypirc = b"[pypi]\nusername = __token__\npassword = " + _chars(20).encode() + b"\n"
     assert [m.rule for m in secrets.scan_bytes(pypirc, secrets.rules_for("root/.pypirc"))] == ["pypirc-password"]
+    netrc = b"machine api.example.com login bot password " + _chars(18).encode() + b"\n"
+    assert [m.rule for m in secrets.scan_bytes(netrc, secrets.rules_for("root/.netrc"))] == ["netrc-password"]
     assert all(password not in m.redacted for m in found)
 
 
@@ -560,6 +562,10 @@ def test_config_passwords_only_in_config_files_and_not_in_comments() -> None:
         ("app/.env.example", False),
         ("usr/lib/x86_64-linux-gnu/libssl.so.3", False),
         ("usr/share/doc/x/.git-credentials", True),  # a credential file is scanned anywhere
+        ("usr/src/app/config/key.pem", True),  # where node's images put the application
+        ("usr/src/app/tests/key.pem", True),
+        ("opt/app/tests/key.pem", True),
+        ("usr/lib/google-cloud-sdk/third_party/urllib3/dummyserver/certs/server.key", False),
         ("root/.docker/config.json", True),
     ],
 )
@@ -740,6 +746,19 @@ def test_no_false_positive_on_distribution_test_certificates() -> None:
         )
     )
     assert findings == []
+
+
+def test_a_token_in_a_library_is_reported_low() -> None:
+    key = fake_google_key()
+    findings = lint_layers(
+        layer(
+            *BASE,
+            Member("usr/lib/vendor-sdk/client.py", f'API_KEY = "{key}"\n'.encode()),
+            Member("usr/lib/vendor-sdk/data/flow.yaml", b'client_secret: "' + _chars(16).encode() + b'"\n'),
+        )
+    )
+    assert [(f.id, f.severity) for f in findings] == [("CH005", "LOW")]
+    assert "library" in findings[0].detail and key not in all_text(findings)
 
 
 def test_account_files_from_the_final_filesystem() -> None:

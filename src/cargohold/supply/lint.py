@@ -16,7 +16,8 @@ CH004   secret-in-history       by rule   a history `created_by` line holds one:
                                           there (`|2 TOKEN=abc ...`), as do `ENV` lines a later ENV
                                           overwrote and `RUN` commands with inline tokens
 CH005   secret-in-file          by rule   a layer holds a file with a key or token (`secrets.py`), even
-                                          if a later layer deletes or replaces it: layers are pulled whole
+                                          if a later layer deletes or replaces it: layers are pulled whole;
+                                          LOW in a library tree (`secrets.in_library`)
 CH006   latest-tag              MEDIUM    the image was named by the tag `latest` or by no tag (and no
                                           digest)
 CH007   latest-base             MEDIUM    the base image (`org.opencontainers.image.base.name`, annotation
@@ -482,6 +483,14 @@ USUAL_SETUID = frozenset(
         "usr/lib/openssh/ssh-keysign",
         "usr/libexec/openssh/ssh-keysign",
         "usr/lib/dbus-1.0/dbus-daemon-launch-helper",
+        "usr/lib/polkit-1/polkit-agent-helper-1",
+        "usr/lib/x86_64-linux-gnu/utempter/utempter",
+        "usr/lib/aarch64-linux-gnu/utempter/utempter",
+        "usr/lib/eject/dmcrypt-get-device",
+        "usr/bin/dotlockfile",
+        "usr/bin/bsd-write",
+        "usr/bin/at",
+        "usr/sbin/exim4",
     }
 )
 
@@ -527,10 +536,14 @@ def check_file_secrets(facts: FileFacts) -> list[Finding]:
     findings = []
     for found in facts.secrets:
         where = "" if found.present else " (deleted or replaced by a later layer, still pullable in this one)"
+        library = secrets.in_library(found.path)
+        if library:
+            where += " (in a library's files: likely its vendor's, reported LOW)"
         for match in found.matches:
             detail = f"{match.title} {match.redacted} at byte {match.offset}{where}"
             location = f"layer {found.layer}:{found.path}"
-            findings.append(_finding("CH005", detail, location, severity=match.severity, layer=found.layer))
+            severity = "LOW" if library else match.severity
+            findings.append(_finding("CH005", detail, location, severity=severity, layer=found.layer))
     return findings
 
 
