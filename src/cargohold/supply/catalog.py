@@ -132,6 +132,8 @@ def purl_of(found: Found, distro: Distro | None) -> str:
         if found.epoch:
             qualifiers["epoch"] = str(found.epoch)
             version = version.removeprefix(f"{found.epoch}:")
+    elif found.type == "pypi":
+        name = python.normalise_name(name)
     elif found.type == "npm" and name.startswith("@") and "/" in name:
         namespace, name = name.split("/", 1)
     elif found.type == "golang" and "/" in name:

@@ -21,7 +21,7 @@ import tarfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import BinaryIO, Literal, Protocol
+from typing import BinaryIO, Literal, Protocol, Self
 
 import zstandard
 
@@ -371,18 +371,17 @@ def _walk_layer(
         plain = _Counting(_decompressed(compression, sniffed), corrupt)
         walker = _LayerWalk(tree, index, digest, interests, content_cap)
         try:
-            with tarfile.open(fileobj=plain, mode="r|", bufsize=_CHUNK) as archive:
+            with tarfile.open(fileobj=plain, mode="r|", bufsize=_CHUNK, tarinfo=_CheckedTarInfo) as archive:
                 # Stream mode appends every member it reads to a list nobody uses here: cleared
                 # after each, memory stays flat over a million-member layer.
                 members: list[tarfile.TarInfo] = vars(archive)["members"]
                 while (member := archive.next()) is not None:
                     members.clear()
                     walker.take(archive, member)
-            # What follows the end-of-archive blocks is padding; anything else is a header tarfile
-            # could not read and took for the end.
-            while chunk := plain.read(_CHUNK):
-                if chunk.strip(b"\0"):
-                    raise not_tar(f"a corrupt header after {walker.entries} entries")
+            while plain.read(_CHUNK):
+                pass  # the padding after the end-of-archive blocks, counted in the size
+        except _CorruptHeader as error:
+            raise not_tar(f"a corrupt header after {walker.entries} entries: {error}") from error
         except tarfile.TarError as error:
             raise not_tar(error) from error
         except ValueError as error:  # normalise_path's refusal
@@ -399,6 +398,26 @@ def _walk_layer(
         entries=walker.entries,
         over_cap=tuple(walker.over_cap),
     )
+
+
+class _CorruptHeader(tarfile.ReadError):
+    pass
+
+
+# tarfile's own name for a header that fails its checksum (not in its public interface).
+_INVALID_HEADER: type[Exception] = vars(tarfile)["InvalidHeaderError"]
+
+
+class _CheckedTarInfo(tarfile.TarInfo):
+    """Tells a corrupt member header from the end of the archive: tarfile takes a header that
+    fails its checksum after the first member for the end, and would end the layer silently."""
+
+    @classmethod
+    def frombuf(cls, buf: bytes | bytearray, encoding: str, errors: str) -> Self:
+        try:
+            return super().frombuf(buf, encoding, errors)
+        except _INVALID_HEADER as error:
+            raise _CorruptHeader(str(error)) from None
 
 
 class _LayerWalk:
