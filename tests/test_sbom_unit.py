@@ -26,6 +26,7 @@ from cargohold.supply.sbom import LAYER_PROPERTY, LOCATION_PROPERTY, cyclonedx_j
 from tests.support.layerbuild import (
     MEDIA_TYPES,
     GeneratedStream,
+    Layer,
     LayerBuilder,
     blob_layer,
     build_go_binary,
@@ -112,7 +113,7 @@ def go_binary(tmp_path_factory: pytest.TempPathFactory) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def debian_image(go_binary: bytes) -> ImageCatalog:
+def debian_layers(go_binary: bytes) -> list[Layer]:
     bottom = (
         LayerBuilder()
         .dir("etc")
@@ -162,10 +163,16 @@ def debian_image(go_binary: bytes) -> ImageCatalog:
         # An uncompressed layer labelled gzip, as some tools write: the bytes are sniffed.
         .layer("none", media_type=MEDIA_TYPES["gzip"])
     )
-    layers = [bottom, middle, top]
-    catalog = catalog_image("sha256:" + "ab" * 32, layers, platform="linux/amd64")
-    catalog.test_layers = [digest for digest, _, _ in layers]  # type: ignore[attr-defined]
-    return catalog
+    return [bottom, middle, top]
+
+
+@pytest.fixture(scope="module")
+def debian_image(debian_layers: list[Layer]) -> ImageCatalog:
+    return catalog_image("sha256:" + "ab" * 32, debian_layers, platform="linux/amd64")
+
+
+def digests(layers: list[Layer]) -> list[str]:
+    return [digest for digest, _, _ in layers]
 
 
 def summary(catalog: ImageCatalog) -> set[tuple[str, str, str, str]]:
@@ -196,8 +203,8 @@ def test_the_final_package_set(debian_image: ImageCatalog) -> None:
     }
 
 
-def test_sources_layers_and_licences(debian_image: ImageCatalog) -> None:
-    bottom, middle, top = debian_image.test_layers  # type: ignore[attr-defined]
+def test_sources_layers_and_licences(debian_image: ImageCatalog, debian_layers: list[Layer]) -> None:
+    bottom, middle, top = digests(debian_layers)
     by_name = {p.name: p for p in debian_image.packages if p.location != "usr/local/bin/app-link"}
     curl = by_name["libcurl4"]
     assert (curl.source, curl.source_version, curl.advisory_name, curl.advisory_version) == (
@@ -243,7 +250,7 @@ def test_ecosystems_and_purls(debian_image: ImageCatalog) -> None:
     assert purls["stdlib"] == ("Go", f"pkg:golang/stdlib@{go_version()}")
 
 
-def test_layer_stats(debian_image: ImageCatalog) -> None:
+def test_layer_stats(debian_image: ImageCatalog, debian_layers: list[Layer]) -> None:
     stats = debian_image.layer_stats
     assert [s.compression for s in stats] == ["gzip", "zstd", "none"]
     assert [s.entries for s in stats] == [13, 6, 5]
@@ -251,7 +258,7 @@ def test_layer_stats(debian_image: ImageCatalog) -> None:
     assert all(s.uncompressed_size % 512 == 0 and s.uncompressed_size >= 512 * s.entries for s in stats)
     assert stats[2].compressed_size == stats[2].uncompressed_size
     assert stats[0].compressed_size < stats[0].uncompressed_size
-    assert debian_image.layers == debian_image.test_layers  # type: ignore[attr-defined]
+    assert debian_image.layers == digests(debian_layers)
     assert debian_image.unreadable == []
 
 
@@ -581,9 +588,9 @@ def test_a_path_that_climbs_out_is_refused() -> None:
         walk_layers([layer], [Everything()])
 
 
-def damaged(blob: bytes) -> bytes:
+def damaged(blob: bytes, at: int) -> bytes:
     flipped = bytearray(blob)
-    flipped[len(blob) // 2] ^= 0xFF
+    flipped[at] ^= 0xFF
     return bytes(flipped)
 
 
@@ -594,7 +601,9 @@ def damaged(blob: bytes) -> bytes:
         (gzip.compress(b"\x01" * 2048)[:-12], MEDIA_TYPES["gzip"], r"not a tar archive \(gzip stream corrupt: .*\)"),
         (b"\x1f\x8b" + b"\x00" * 100, MEDIA_TYPES["gzip"], r"not a tar archive \(gzip stream corrupt: .*\)"),
         (
-            damaged(zstandard.ZstdCompressor(write_checksum=True).compress(LayerBuilder().file("a", "x" * 9000).tar())),
+            damaged(
+                zstandard.ZstdCompressor(write_checksum=True).compress(LayerBuilder().file("a", "x" * 9000).tar()), -2
+            ),
             MEDIA_TYPES["zstd"],
             r"not a tar archive \(zstd stream corrupt: .*checksum\)",
         ),
@@ -697,7 +706,7 @@ def test_an_egg_info_file() -> None:
 # --- the documents -----------------------------------------------------------------------------
 
 
-def test_cyclonedx_document(debian_image: ImageCatalog) -> None:
+def test_cyclonedx_document(debian_image: ImageCatalog, debian_layers: list[Layer]) -> None:
     document = json.loads(cyclonedx_json(debian_image, image_name="registry.example:5000/team/app:1.0"))
     assert document["specVersion"] == "1.6"
     root = document["metadata"]["component"]
@@ -713,7 +722,7 @@ def test_cyclonedx_document(debian_image: ImageCatalog) -> None:
     curl = components["pkg:deb/debian/libcurl4@7.88.1-10%2Bdeb12u5%2Bb1?arch=amd64&distro=debian-12"]
     assert sorted(item["license"]["id"] for item in curl["licenses"]) == ["MIT", "curl"]
     assert {p["name"]: p["value"] for p in curl["properties"]} == {
-        LAYER_PROPERTY: debian_image.test_layers[0],  # type: ignore[attr-defined]
+        LAYER_PROPERTY: digests(debian_layers)[0],
         LOCATION_PROPERTY: "var/lib/dpkg/status",
     }
     thing = components["pkg:npm/%40scope/thing@2.0.0"]

@@ -27,6 +27,8 @@ import zstandard
 
 DEFAULT_CONTENT_CAP = 64 * 1024 * 1024
 _CHUNK = 1024 * 1024
+_TAR_BUFFER = 16 * 1024  # tarfile's stream copies its whole buffer on each small read: keep it small
+
 _GZIP_MAGIC = b"\x1f\x8b"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _WHITEOUT = ".wh."
@@ -371,7 +373,7 @@ def _walk_layer(
         plain = _Counting(_decompressed(compression, sniffed), corrupt)
         walker = _LayerWalk(tree, index, digest, interests, content_cap)
         try:
-            with tarfile.open(fileobj=plain, mode="r|", bufsize=_CHUNK, tarinfo=_CheckedTarInfo) as archive:
+            with tarfile.open(fileobj=plain, mode="r|", bufsize=_TAR_BUFFER, tarinfo=_CheckedTarInfo) as archive:
                 # Stream mode appends every member it reads to a list nobody uses here: cleared
                 # after each, memory stays flat over a million-member layer.
                 members: list[tarfile.TarInfo] = vars(archive)["members"]
