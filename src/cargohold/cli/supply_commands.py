@@ -27,8 +27,9 @@ from ..supply import reports
 from ..supply.advisories import AdvisoryStore
 from ..supply.importer import ImportSourceError, import_advisories
 from ..supply.inspect import ImageInput, Inspection, LayerInput, inspect_image
+from ..supply.lint import findings_json
 from ..supply.osv import AdvisoryError
-from ..supply.sbom import cyclonedx_document, cyclonedx_json, spdx_json
+from ..supply.sbom import cyclonedx_json, spdx_json
 from ..supply.scan import SEVERITIES, ScanReport, match_catalog, split_ignored
 from .client_commands import run, transport_options
 from .main import _config, _require_data, config_option, data_option
@@ -158,7 +159,7 @@ def scan(
     elif form == "sarif":
         text = reports.dumps(reports.sarif(report))
     elif form == "cyclonedx":
-        text = cyclonedx_document(inspection.catalog, image_name=image, vulnerabilities=kept)
+        text = cyclonedx_json(inspection.catalog, image_name=image, vulnerabilities=kept)
     else:
         text = reports.table(report)
     click.echo(reports.database_line(report), err=True)
@@ -183,7 +184,7 @@ def lint(image: str, form: str, fail_on: str | None, platform: str | None, **fla
 
     findings = run(do, flags).lint
     if form == "json":
-        click.echo(reports.dumps({"image": image, "findings": [finding.to_dict() for finding in findings]}))
+        click.echo(reports.dumps({"image": image, "findings": findings_json(findings)}))
     elif not findings:
         click.echo(f"{image}: no findings")
     else:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from packageurl import PackageURL
 
 from .catalogers import Findings, Found, apk, dpkg, golang, npm, osrelease, python, rpm
-from .layers import DEFAULT_CONTENT_CAP, Interest, LayerSource, LayerStats, walk_layers
+from .layers import DEFAULT_CONTENT_CAP, Interest, LayerSource, LayerStats, MergedFiles, walk_layers
 from .packages import LANGUAGE_ECOSYSTEMS, Catalog, Distro, Package
 
 CATALOGERS = (dpkg, apk, rpm, python, npm, golang)
@@ -37,7 +37,11 @@ def catalog_image(
     content_cap: int = DEFAULT_CONTENT_CAP,
 ) -> ImageCatalog:
     """Walk the layers (bottom first) once and catalogue the packages of the final filesystem."""
-    files = walk_layers(layers, INTERESTS, content_cap=content_cap)
+    return catalog_files(image_digest, walk_layers(layers, INTERESTS, content_cap=content_cap), platform=platform)
+
+
+def catalog_files(image_digest: str, files: MergedFiles, *, platform: str = "") -> ImageCatalog:
+    """The catalogue of a walk that ran (at least) `INTERESTS`: one walk can serve several analyses."""
     distro = osrelease.find_distro(files)
     findings = Findings()
     for cataloger in CATALOGERS:

@@ -13,13 +13,23 @@ import hashlib
 import io
 import re
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
+from decimal import Decimal
 
 from cyclonedx.contrib.license.factories import LicenseFactory
-from cyclonedx.model import Property
+from cyclonedx.model import Property, XsUri
 from cyclonedx.model.bom import Bom
 from cyclonedx.model.component import Component, ComponentType
 from cyclonedx.model.license import DisjunctiveLicense, License, LicenseExpression
+from cyclonedx.model.vulnerability import (
+    BomTarget,
+    VulnerabilityRating,
+    VulnerabilityReference,
+    VulnerabilitySeverity,
+    VulnerabilitySource,
+)
+from cyclonedx.model.vulnerability import Vulnerability as CycloneDXVulnerability
 from cyclonedx.output.json import JsonV1Dot6
 from cyclonedx.schema import SchemaVersion
 from cyclonedx.validation.json import JsonStrictValidator
@@ -47,10 +57,12 @@ from spdx_tools.spdx.validation.document_validator import validate_full_spdx_doc
 from spdx_tools.spdx.writer.json.json_writer import write_document_to_stream
 
 from .packages import Catalog, Distro, Package
+from .scan import Vulnerability
 
 TOOL = "cargohold"
 LAYER_PROPERTY = "cargohold:layer"
 LOCATION_PROPERTY = "cargohold:location"
+SOURCE_PROPERTY = "cargohold:source"  # the source package (name@version) distribution advisories name
 _NAMESPACE_BASE = "https://cargohold.invalid/spdx"  # no resolvable host: SPDX only asks for a unique URI
 
 
@@ -102,6 +114,9 @@ def _properties(package: Package) -> list[Property]:
     properties = [Property(name=LOCATION_PROPERTY, value=package.location)]
     if package.layer:
         properties.insert(0, Property(name=LAYER_PROPERTY, value=package.layer))
+    if package.source:
+        source = f"{package.source}@{package.source_version}" if package.source_version else package.source
+        properties.append(Property(name=SOURCE_PROPERTY, value=source))
     return properties
 
 
@@ -115,8 +130,10 @@ def _os_component(distro: Distro) -> Component:
     )
 
 
-def cyclonedx_json(catalog: Catalog, *, image_name: str) -> str:
-    """The catalogue as a CycloneDX 1.6 JSON document, validated against the 1.6 schema."""
+def cyclonedx_json(catalog: Catalog, *, image_name: str, vulnerabilities: Sequence[Vulnerability] = ()) -> str:
+    """The catalogue as a CycloneDX 1.6 JSON document, validated against the 1.6 schema; with
+    `vulnerabilities`, a scan report too (its `vulnerabilities` section, each affecting the
+    components of the packages it was found in)."""
     root = Component(
         type=ComponentType.CONTAINER,
         name=image_name,
@@ -146,11 +163,45 @@ def cyclonedx_json(catalog: Catalog, *, image_name: str) -> str:
     for component in components:
         bom.components.add(component)
     bom.register_dependency(root, components)
+    refs = dict(zip((p.purl for p in catalog.packages), _refs(catalog), strict=True))
+    for vulnerability in _cyclonedx_vulnerabilities(vulnerabilities, refs):
+        bom.vulnerabilities.add(vulnerability)
     text = JsonV1Dot6(bom).output_as_string(indent=2)
     error = JsonStrictValidator(SchemaVersion.V1_6).validate_str(text)
     if error is not None:
         raise SbomError(f"the CycloneDX document for {image_name} does not validate: {error}")
     return text
+
+
+def _cyclonedx_vulnerabilities(found: Sequence[Vulnerability], refs: dict[str, str]) -> list[CycloneDXVulnerability]:
+    by_id: dict[str, list[Vulnerability]] = {}
+    for item in found:
+        by_id.setdefault(item.id, []).append(item)
+    made = []
+    for ident, items in sorted(by_id.items()):
+        first = items[0]
+        severity = VulnerabilitySeverity(first.severity.lower())
+        fixes = sorted({fix for item in items for fix in item.fixed})
+        made.append(
+            CycloneDXVulnerability(
+                bom_ref=f"vulnerability:{ident}",
+                id=ident,
+                source=VulnerabilitySource(name="OSV", url=XsUri(f"https://osv.dev/vulnerability/{ident}")),
+                references=[
+                    VulnerabilityReference(id=alias, source=VulnerabilitySource(name="alias"))
+                    for alias in first.aliases
+                ],
+                ratings=[
+                    VulnerabilityRating(
+                        severity=severity, score=Decimal(str(first.score)) if first.score is not None else None
+                    )
+                ],
+                description=first.summary or None,
+                recommendation=f"upgrade to {', '.join(fixes)}" if fixes else None,
+                affects=[BomTarget(ref=refs[item.purl]) for item in items if item.purl in refs],
+            )
+        )
+    return made
 
 
 # --- SPDX --------------------------------------------------------------------------------------

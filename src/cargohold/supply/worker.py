@@ -28,6 +28,7 @@ from ..storage.records import BackendUnavailable
 from ..storage.sql import Database
 from .advisories import AdvisoryStore
 from .inspect import ImageInput, LayerInput, inspect_image
+from .lint import findings_json
 from .results import ADVISORIES, Job, ScanStore
 from .scan import match_catalog
 
@@ -74,7 +75,7 @@ class ScanWorker:
                 return True
             inspection = inspect_image(self._image(job))
             found = match_catalog(inspection.catalog, self.advisories)
-            lint = [finding.to_dict() for finding in inspection.lint]
+            lint = findings_json(inspection.lint)
             self.queue.save_catalog(job, inspection.catalog, found, lint, generation)
             log.info(
                 "scanned %s@%s: %d packages, %d vulnerabilities, %d lint findings",

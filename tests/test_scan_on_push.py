@@ -1,0 +1,216 @@
+"""Scan on push, end to end: a real registry with `scan_on_push`, images pushed by cargohold's
+client, the advisory database filled by `cargohold vulndb import` while the registry runs, and
+the results read from the management API; verdicts that follow the database; a scan worker
+killed mid-job that loses nothing."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import tarfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+from tests.support.images import alpine_image, debian_image
+from tests.support.oci import OCI_CONFIG, canonical, descriptor, push_blob
+from tests.support.servers import Cargohold
+from tests.support.waiting import wait_until
+
+URLLIB3 = {
+    "id": "PYSEC-2021-108",
+    "modified": "2026-11-01T00:00:00Z",
+    "aliases": ["CVE-2021-33503", "GHSA-q2q7-5pp4-w6pg"],
+    "summary": "urllib3 catastrophic backtracking in URL authority parsing",
+    "severity": [{"type": "CVSS_V3", "score": "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:N/I:N/A:H"}],
+    "affected": [
+        {
+            "package": {"ecosystem": "PyPI", "name": "urllib3", "purl": "pkg:pypi/urllib3"},
+            "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "1.25.4"}, {"fixed": "1.26.5"}]}],
+        }
+    ],
+}
+LODASH = {
+    "id": "GHSA-35jh-r3h4-6jhm",
+    "modified": "2026-11-01T00:00:00Z",
+    "aliases": ["CVE-2021-23337"],
+    "summary": "Command Injection in lodash",
+    "database_specific": {"severity": "HIGH"},
+    "affected": [
+        {
+            "package": {"ecosystem": "npm", "name": "lodash"},
+            "ranges": [{"type": "SEMVER", "events": [{"introduced": "0"}, {"fixed": "4.17.21"}]}],
+        }
+    ],
+}
+
+
+def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CARGOHOLD_")}
+    return subprocess.run(
+        [sys.executable, "-m", "cargohold", *args], capture_output=True, text=True, timeout=timeout, env=env
+    )
+
+
+def import_records(server: Cargohold, tmp_path: Path, *records: dict[str, Any]) -> str:
+    path = tmp_path / f"advisories-{time.monotonic_ns()}.json"
+    path.write_text(json.dumps(list(records)))
+    done = cli("vulndb", "import", "--data", str(server.data), str(path))
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def push(reference: str, server: Cargohold, repo: str) -> None:
+    done = cli("copy", reference, f"{server.host}/{repo}")
+    assert done.returncode == 0, done.stderr
+
+
+def scan_of(server: Cargohold, repo: str, reference: str) -> dict[str, Any]:
+    response = httpx.get(f"{server.url}/api/v1/repositories/{repo}/manifests/{reference}/scan", timeout=30)
+    assert response.status_code == 200, response.text
+    document: dict[str, Any] = response.json()
+    return document
+
+
+def settled(server: Cargohold, repo: str, reference: str, ready: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+
+    def check() -> bool:
+        found.clear()
+        found.update(scan_of(server, repo, reference))
+        return ready(found)
+
+    wait_until(check, f"the scan of {repo}:{reference} as expected", timeout=120, poll=0.5)
+    return dict(found)
+
+
+def ids(result: dict[str, Any]) -> set[tuple[str, str]]:
+    return {(v["id"], v["package"]) for v in result["vulnerabilities"]}
+
+
+def test_pushed_images_are_scanned_and_their_verdicts_follow_the_database(
+    cargohold_with: Callable[[dict[str, str]], Cargohold], tmp_path: Path
+) -> None:
+    server = cargohold_with({"CARGOHOLD_SCAN_ON_PUSH": "team/*"})
+    import_records(server, tmp_path, URLLIB3)
+    debian, alpine = debian_image(), alpine_image()
+    push(debian.reference, server, "team/app:v1")
+    push(alpine.reference, server, "team/base:3.19")
+    push(debian.reference, server, "other/app:v1")
+
+    web = settled(server, "team/app", "v1", lambda r: r["status"] == "ok" and not r["queued"])
+    assert web["digest"] == debian.digest
+    assert web["packages"] == len(debian.components)
+    assert ("PYSEC-2021-108", "urllib3") in ids(web)
+    assert web["summary"]["HIGH"] >= 1
+    lint_ids = {finding["id"] for finding in web["lint"]}
+    assert {"CH001", "CH002", "CH003"} <= lint_ids, "root, no healthcheck, a secret in ENV"
+    base = settled(server, "team/base", "3.19", lambda r: r["status"] == "ok" and not r["queued"])
+    assert base["vulnerabilities"] == []
+    assert scan_of(server, "other/app", "v1")["status"] == "not scanned", "only the configured repositories"
+
+    # Added while the registry runs: the npm advisory concerns the Debian image only.
+    output = import_records(server, tmp_path, LODASH)
+    assert "1 image(s) queued for re-evaluation" in output
+    web = settled(server, "team/app", "v1", lambda r: ("GHSA-35jh-r3h4-6jhm", "lodash") in ids(r) and not r["queued"])
+    assert web["advisoryGeneration"] == 2
+    assert scan_of(server, "team/base", "3.19") == base, "the other image's result is untouched"
+
+    # Given a fix below the installed version, then withdrawn: each time the verdict follows.
+    fixed_earlier = {**URLLIB3, "modified": "2026-11-10T00:00:00Z"}
+    fixed_earlier["affected"] = [
+        {
+            **URLLIB3["affected"][0],
+            "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": "1.26.0"}]}],
+        }  # type: ignore[index]
+    ]
+    import_records(server, tmp_path, fixed_earlier)
+    web = settled(server, "team/app", "v1", lambda r: ("PYSEC-2021-108", "urllib3") not in ids(r))
+    withdrawn = {**LODASH, "modified": "2026-11-11T00:00:00Z", "withdrawn": "2026-11-11T00:00:00Z"}
+    import_records(server, tmp_path, withdrawn)
+    web = settled(server, "team/app", "v1", lambda r: r["vulnerabilities"] == [] and not r["queued"])
+    assert scan_of(server, "team/base", "3.19") == base
+
+    state = httpx.get(f"{server.url}/api/v1/vulndb", timeout=10).json()
+    assert (state["advisories"], state["withdrawn"]) == (2, 1)
+    missing = httpx.get(f"{server.url}/api/v1/repositories/team/app/manifests/v9/scan", timeout=10)
+    assert missing.status_code == 404 and missing.json()["errors"][0]["code"] == "MANIFEST_UNKNOWN"
+
+
+def _slow_image(client: httpx.Client, repo: str, files: int) -> str:
+    """An image whose scan takes seconds (text files the lint reads for secrets), pushed small."""
+    text = b"nothing to see here, only a long configuration line of no secret\n" * 16000  # ~1 MiB
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as archive:
+        for index in range(files):
+            info = tarfile.TarInfo(f"app/config-{index}.conf")
+            info.size = len(text)
+            archive.addfile(info, io.BytesIO(text))
+    layer = gzip.compress(raw.getvalue(), compresslevel=1)
+    config = canonical({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}})
+    for blob in (config, layer):
+        push_blob(client, repo, blob)
+    manifest = canonical(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": descriptor(OCI_CONFIG, config),
+            "layers": [descriptor("application/vnd.oci.image.layer.v1.tar+gzip", layer)],
+        }
+    )
+    response = client.put(
+        f"/v2/{repo}/manifests/v1",
+        content=manifest,
+        headers={"content-type": "application/vnd.oci.image.manifest.v1+json"},
+    )
+    assert response.status_code == 201, response.text
+    return str(response.headers["docker-content-digest"])
+
+
+def _scan_worker(server: Cargohold, other_than: int | None = None) -> psutil.Process:
+    """The scan worker `serve` runs beside its workers (a child of the server process)."""
+    assert server.process is not None
+    found: list[psutil.Process] = []
+
+    def running() -> bool:
+        children = psutil.Process(server.process.pid).children(recursive=True)  # type: ignore[union-attr]
+        found[:] = [p for p in children if "scan-worker" in p.cmdline() and p.pid != other_than]
+        return bool(found)
+
+    wait_until(running, "the scan worker runs", timeout=30)
+    return found[0]
+
+
+def test_a_scan_worker_killed_mid_job_loses_nothing(cargohold_with: Callable[[dict[str, str]], Cargohold]) -> None:
+    server = cargohold_with({"CARGOHOLD_SCAN_ON_PUSH": "*", "CARGOHOLD_SCAN_LEASE": "3s"})
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        digest = _slow_image(client, "team/big", 200)
+    worker = _scan_worker(server)
+    database = server.data / "metadata.sqlite3"
+
+    def leased() -> bool:
+        with sqlite3.connect(database) as db:
+            row = db.execute("SELECT worker FROM scan_job WHERE digest = ?", (digest,)).fetchone()
+        return bool(row and row[0])
+
+    wait_until(leased, "the worker took the job", timeout=30)
+    os.kill(worker.pid, signal.SIGKILL)
+    with sqlite3.connect(database) as db:
+        assert db.execute("SELECT attempts FROM scan_job WHERE digest = ?", (digest,)).fetchone() == (1,), (
+            "killed mid-job: the job is still there, leased"
+        )
+    result = settled(server, "team/big", "v1", lambda r: r["status"] == "ok" and not r["queued"])
+    assert result["digest"] == digest and result["packages"] == 0
+    _scan_worker(server, other_than=worker.pid)  # serve started another, which finished the job
+    with sqlite3.connect(database) as db:
+        assert db.execute("SELECT count(*) FROM scan_job").fetchone()[0] == 0
