@@ -7,6 +7,7 @@ package in (tests/support/images.py)."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -45,7 +46,7 @@ class Component:
     source_version: str | None = None
     license: str | None = None
     epoch: str | None = None
-    replaced_by: str | None = None  # a Go dependency's `=>` line
+    replaced_by: str | None = None  # a replaced Go dependency: "REQUIRED VERSION => REPLACEMENT VERSION"
     main_module: bool = False  # a Go binary's own module (the `mod` line)
     layer: int = -1
     record_layer: int = -1
@@ -148,21 +149,36 @@ GO_LINE = re.compile(r"^\t(mod|dep|=>)\t(\S+)\t?(\S*)")
 
 
 def go_modules(root: Path) -> list[Component]:
-    """`go version -m` over the whole root: the main module and dependencies of every Go binary."""
+    """`go version -m` over the whole root: for every Go binary its toolchain (as the module
+    `stdlib`, the name Go's advisories use), its main module and the modules linked in.
+
+    A replaced dependency is what its `=>` line says, since that is the code in the binary: the
+    replacement module, or for a local directory the required path at the directory's version
+    ("(devel)"); the `dep` line's required version is kept in `replaced_by`."""
     done = run([require_tool("go"), "version", "-m", str(root)], env={**os.environ, "GOFLAGS": ""})
     modules: list[Component] = []
     binary = ""
     for line in done.stdout.splitlines():
         if not line.startswith("\t"):
-            binary = Path(line.rsplit(": ", 1)[0]).relative_to(root).as_posix()
+            path, _, toolchain = line.rpartition(": ")
+            binary = Path(path).relative_to(root).as_posix()
+            modules.append(Component("golang", "stdlib", toolchain.strip().removeprefix("go"), binary))
             continue
         match = GO_LINE.match(line)
         if match is None:
             continue
         kind, path, version = match.groups()
         if kind == "=>":
-            last = modules.pop()
-            modules.append(Component(**{**last.__dict__, "replaced_by": f"{path} {version}".strip()}))
+            required = modules.pop()
+            local = path.startswith((".", "/"))
+            modules.append(
+                dataclasses.replace(
+                    required,
+                    name=required.name if local else path,
+                    version=version,
+                    replaced_by=f"{required.name} {required.version} => {path} {version}",
+                )
+            )
         else:
             modules.append(Component("golang", path, version, binary, main_module=kind == "mod"))
     return modules
