@@ -14,7 +14,11 @@ work, each with the truth those managers report (tests/support/oracles.py).
 
 Each is built once per clone under `.cache/supply/` (git-ignored), keyed by its inputs and this
 code, behind a file lock; the merged root filesystem of the top layer is kept beside the layout,
-and the truth is stored as JSON, so a cached call costs a JSON read."""
+and the truth is stored as JSON, so a cached call costs a JSON read.
+
+A component's `layer` is the layer that brought it in (the lowest since which the managers report
+it at that version): every Debian package's is the base's, though the purge above rewrote
+dpkg's status file, which `record_layer` tells."""
 
 from __future__ import annotations
 
