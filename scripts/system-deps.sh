@@ -4,7 +4,9 @@
 # with initdb and pg_ctl), the load generator used by bench/, and for the deployment tests
 # (tests/test_deploy_artifacts.py) debootstrap, which makes the image's local base, and nginx; for
 # the supply-chain tests rpm (a real rpmdb, and rpm's own version order as an oracle) and Go (a
-# binary whose embedded module list the SBOM reads).
+# binary whose embedded module list the SBOM reads), and npm (the SBOM tests' image has packages
+# npm installs; Debian's nodejs and npm only where no npm is on the machine, as the machine's own
+# Node.js may not come from Debian).
 # Idempotent: does nothing when every tool is already present.
 set -euo pipefail
 
@@ -18,6 +20,8 @@ for tool in "${tools[@]}"; do
   command -v "$tool" >/dev/null 2>&1 || missing=1
 done
 [ -x /usr/bin/docker ] || missing=1
+node_packages=()
+command -v npm >/dev/null 2>&1 || { node_packages=(nodejs npm); missing=1; }
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing=1
 [ "$missing" = 0 ] && exit 0
 
@@ -27,5 +31,5 @@ if [ "$(id -u)" != 0 ]; then
 fi
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
-apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
-echo "system-deps: installed ${packages[*]}"
+apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${packages[@]}" "${node_packages[@]}" >/dev/null
+echo "system-deps: installed ${packages[*]} ${node_packages[*]}"
