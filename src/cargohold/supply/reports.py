@@ -7,12 +7,12 @@ from __future__ import annotations
 import io
 import json
 import time
+from importlib.metadata import version
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from .. import __version__
 from .packages import Catalog
 from .scan import SEVERITIES, ScanReport, Vulnerability
 
@@ -113,7 +113,7 @@ def sarif(report: ScanReport) -> dict[str, Any]:
                 "tool": {
                     "driver": {
                         "name": "cargohold",
-                        "version": __version__,
+                        "version": version("cargohold"),
                         "informationUri": "https://github.com/cargohold/cargohold",
                         "rules": list(rules.values()),
                     }

@@ -229,7 +229,9 @@ class _Licences:
         try:
             if not spdx_licensing.validate(name, strict=True).errors:
                 return name
-        except ExpressionError:
+        except (ExpressionError, AttributeError):
+            # license-expression 30.4 raises AttributeError from validate() on some strings that
+            # are no expression ("MIT/X11", as npm's optimist declares): not one, either way.
             pass
         ref = "LicenseRef-" + (re.sub(r"[^A-Za-z0-9.]+", "-", name.replace("+", "-plus")).strip("-") or "unnamed")
         self.extracted.setdefault(ref, ExtractedLicensingInfo(license_id=ref, extracted_text=name, license_name=name))
