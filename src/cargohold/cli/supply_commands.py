@@ -19,7 +19,7 @@ from typing import Any
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from ..client import Client
+from ..client import Client, ClientError
 from ..client.syncread import ThreadBlobReader
 from ..storage.backends import open_database, open_metadata
 from ..storage.sql import Database
@@ -27,9 +27,9 @@ from ..supply import reports
 from ..supply.advisories import AdvisoryStore
 from ..supply.importer import ImportSourceError, import_advisories
 from ..supply.inspect import ImageInput, Inspection, LayerInput, inspect_image
-from ..supply.lint import findings_json
+from ..supply.layers import LayerError
+from ..supply.lint import LintInputError, findings_json
 from ..supply.osv import AdvisoryError
-from ..supply.sbom import cyclonedx_json, spdx_json
 from ..supply.scan import SEVERITIES, ScanReport, match_catalog, split_ignored
 from .client_commands import run, transport_options
 from .main import _config, _require_data, config_option, data_option
@@ -72,7 +72,12 @@ async def _inspect(client: Client, image: str, platform: str | None) -> Inspecti
 
     def work() -> Inspection:
         try:
-            inspection = inspect_image(subject)
+            try:
+                inspection = inspect_image(subject)
+            except (LayerError, LintInputError) as err:
+                for reader in readers:  # bytes that are not what the digest says explain it best
+                    reader.verify()
+                raise ClientError(f"{found.source.label}: {err}") from None
             for reader in readers:
                 reader.verify()
             return inspection
@@ -97,6 +102,8 @@ def sbom(image: str, form: str, platform: str | None, output: Path | None, **fla
 
     async def do(client: Client) -> Inspection:
         return await _inspect(client, image, platform)
+
+    from ..supply.sbom import cyclonedx_json, spdx_json  # the document libraries, only when a document is made
 
     inspection = run(do, flags)
     catalog = inspection.catalog
@@ -159,6 +166,8 @@ def scan(
     elif form == "sarif":
         text = reports.dumps(reports.sarif(report))
     elif form == "cyclonedx":
+        from ..supply.sbom import cyclonedx_json
+
         text = cyclonedx_json(inspection.catalog, image_name=image, vulnerabilities=kept)
     else:
         text = reports.table(report)
@@ -166,7 +175,8 @@ def scan(
     _write(text, output)
     failing = report.failing(fail_on.upper() if fail_on else None)
     if failing:
-        click.echo(f"error: {len(failing)} vulnerabilities at {fail_on} or worse (--fail-on {fail_on})", err=True)
+        noun = "vulnerability" if len(failing) == 1 else "vulnerabilities"
+        click.echo(f"error: {len(failing)} {noun} at {fail_on.upper()} or worse (--fail-on {fail_on})", err=True)
         sys.exit(1)
 
 
