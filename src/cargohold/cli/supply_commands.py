@@ -173,10 +173,11 @@ def scan(
         text = reports.table(report)
     click.echo(reports.database_line(report), err=True)
     _write(text, output)
-    failing = report.failing(fail_on.upper() if fail_on else None)
+    threshold = fail_on.upper() if fail_on else None
+    failing = report.failing(threshold)
     if failing:
         noun = "vulnerability" if len(failing) == 1 else "vulnerabilities"
-        click.echo(f"error: {len(failing)} {noun} at {fail_on.upper()} or worse (--fail-on {fail_on})", err=True)
+        click.echo(f"error: {len(failing)} {noun} at {threshold} or worse (--fail-on {fail_on})", err=True)
         sys.exit(1)
 
 
