@@ -209,6 +209,9 @@ def ecosystem_matches(advisory_ecosystem: str, package_ecosystem: str) -> bool:
 
 
 def _key(order: str, version: str) -> Any:
+    # Go module versions carry a `v`; OSV's Go records write them without one ("1.2.3"), binaries with.
+    if order == "golang" and not version.startswith("v"):
+        version = "v" + version
     return version_key(order, version)
 
 
