@@ -203,3 +203,21 @@ def test_the_scaleout_bench_measures_every_target(tmp_path: Path, monkeypatch: p
         for key in scaleout.KEYS:
             assert isinstance(target["figures"].get(key), (int, float)), f"{name} lacks {key}"
     assert "pg+s3/emb pg+s3/dist lb-3/lb-1" in document["summary"][0]
+
+
+def test_supply_bench_quick_run(tmp_path: Path) -> None:
+    """bench/supply_bench.py builds its image and database, scans, and reports every figure."""
+    report = tmp_path / "supply.json"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "supply_bench.py"), "--quick", "--json", str(report)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    figures = json.loads(report.read_text())
+    assert figures["image_packages"] == figures["found_packages"] == 1000
+    assert figures["found_vulnerabilities"] == figures["inprocess_vulnerabilities"] > 0
+    assert figures["import_records"] == 10_000 and figures["import_records_per_s"] > 0
+    for key in ("cli_sbom_scan_median_s", "sbom_big_64MiB_peak_rss_MB", "sbom_small_8MiB_peak_rss_MB"):
+        assert figures[key] > 0

@@ -24,6 +24,7 @@ import psutil
 
 from tests.support.images import alpine_image, debian_image
 from tests.support.oci import OCI_CONFIG, canonical, descriptor, push_blob
+from tests.support.postgres import PostgresServer
 from tests.support.servers import Cargohold
 from tests.support.waiting import wait_until
 
@@ -214,3 +215,28 @@ def test_a_scan_worker_killed_mid_job_loses_nothing(cargohold_with: Callable[[di
     _scan_worker(server, other_than=worker.pid)  # serve started another, which finished the job
     with sqlite3.connect(database) as db:
         assert db.execute("SELECT count(*) FROM scan_job").fetchone()[0] == 0
+
+
+def test_scan_on_push_on_postgresql(
+    cargohold_with: Callable[[dict[str, str]], Cargohold], postgres: PostgresServer, tmp_path: Path
+) -> None:
+    """The queue, the worker and the advisory database on PostgreSQL, as a fleet runs them."""
+    url = postgres.create_database()
+    server = cargohold_with({"CARGOHOLD_SCAN_ON_PUSH": "team/*", "CARGOHOLD_DATABASE": url})
+    records = tmp_path / "records.json"
+    records.write_text(json.dumps([LODASH]))
+    imported = cli(
+        "vulndb", "import", "--data", str(server.data), "--config", str(_config(tmp_path, url)), str(records)
+    )
+    assert imported.returncode == 0, imported.stderr
+    debian = debian_image()
+    push(debian.reference, server, "team/app:v1")
+    web = settled(server, "team/app", "v1", lambda r: r["status"] == "ok" and not r["queued"])
+    assert ("GHSA-35jh-r3h4-6jhm", "lodash") in ids(web)
+    assert web["packages"] == len(debian.components)
+
+
+def _config(tmp_path: Path, url: str) -> Path:
+    path = tmp_path / "cargohold.yaml"
+    path.write_text(f"database: {url}\n")
+    return path
