@@ -218,6 +218,19 @@ class ScanStore:
             evaluated=float(row[10]),
         )
 
+    def prune(self) -> int:
+        """Forget the results of images no repository holds any more (deleted, collected)."""
+        orphans = (
+            "SELECT digest FROM scan_result r WHERE NOT EXISTS (SELECT 1 FROM manifest m WHERE m.digest = r.digest)"
+        )
+        with self.database.transaction() as db:
+            gone = [row[0] for row in db.execute(orphans)]
+            for digest in gone:
+                db.execute("DELETE FROM image_package WHERE digest = ?", (digest,))
+                db.execute("DELETE FROM scan_result WHERE digest = ?", (digest,))
+                db.execute("DELETE FROM scan_job WHERE digest = ? AND leased_until < ?", (digest, time.time()))
+        return len(gone)
+
     def queued(self, digest: str) -> bool:
         return (
             self.database.executor.execute("SELECT 1 FROM scan_job WHERE digest = ?", (digest,)).fetchone() is not None

@@ -16,6 +16,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable
 from typing import BinaryIO
 
@@ -34,6 +35,7 @@ from .scan import match_catalog
 
 log = logging.getLogger("cargohold.scan")
 RETRY_AFTER = 30.0
+PRUNE_EVERY = 600.0  # seconds between sweeps for the results of images that are gone
 
 
 class ImageGone(Exception):
@@ -53,8 +55,13 @@ class ScanWorker:
 
     def run(self, stop: threading.Event, idle: float = 1.0, alive: Callable[[], bool] = lambda: True) -> None:
         """Work the queue until `stop` is set (or `alive` says the parent is gone)."""
+        pruned = 0.0
         while not stop.is_set() and alive():
             try:
+                if time.monotonic() - pruned > PRUNE_EVERY:
+                    pruned = time.monotonic()
+                    if gone := self.queue.prune():
+                        log.info("forgot the scan results of %d image(s) no repository holds", gone)
                 worked = self.run_once()
             except BackendUnavailable as err:
                 log.warning("scan worker: %s; retrying", err)
