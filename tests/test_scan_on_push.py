@@ -11,8 +11,6 @@ import json
 import os
 import signal
 import sqlite3
-import subprocess
-import sys
 import tarfile
 import time
 from collections.abc import Callable
@@ -22,6 +20,7 @@ from typing import Any
 import httpx
 import psutil
 
+from tests.support.cli import cargohold as cli
 from tests.support.images import alpine_image, debian_image
 from tests.support.oci import OCI_CONFIG, canonical, descriptor, push_blob
 from tests.support.postgres import PostgresServer
@@ -54,13 +53,6 @@ LODASH = {
         }
     ],
 }
-
-
-def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CARGOHOLD_")}
-    return subprocess.run(
-        [sys.executable, "-m", "cargohold", *args], capture_output=True, text=True, timeout=timeout, env=env
-    )
 
 
 def import_records(server: Cargohold, tmp_path: Path, *records: dict[str, Any]) -> str:

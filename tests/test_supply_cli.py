@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +15,7 @@ import pytest
 from cyclonedx.schema import SchemaVersion
 from cyclonedx.validation.json import JsonStrictValidator
 
+from tests.support.cli import cargohold as cli
 from tests.support.images import BuiltImage, debian_image
 
 RECORDS: list[dict[str, Any]] = [
@@ -70,13 +69,6 @@ RECORDS: list[dict[str, Any]] = [
         ],
     },
 ]
-
-
-def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CARGOHOLD_")}
-    return subprocess.run(
-        [sys.executable, "-m", "cargohold", *args], capture_output=True, text=True, timeout=timeout, env=env
-    )
 
 
 @pytest.fixture(scope="module")

@@ -50,3 +50,10 @@ class CargoholdCLI:
         assert len(lines) == 1, f"expected one line on stderr, got:\n{done.stderr}"
         assert "Traceback" not in done.stderr
         return lines[0]
+
+
+def cargohold(*args: str | os.PathLike[str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """One `cargohold` command with none of the caller's CARGOHOLD_* settings; the caller judges it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CARGOHOLD_")}
+    argv = [sys.executable, "-m", "cargohold", *map(str, args)]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env, check=False)

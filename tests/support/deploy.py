@@ -36,7 +36,8 @@ BASE_CHANGES = ("ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbi
 
 
 @contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
+def locked(path: Path) -> Iterator[None]:
+    """Held while a cache entry is made, so parallel runs of the suite make it once."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -47,7 +48,7 @@ def base_rootfs() -> Path:
     """The tarball of the base root filesystem: from the cache, or made now with debootstrap."""
     key = hashlib.sha256(repr((SUITE, "minbase", PACKAGES, PRUNED)).encode()).hexdigest()[:12]
     tarball = CACHE / f"debian-{SUITE}-python3-{key}.tar"
-    with _locked(CACHE / "base.lock"):
+    with locked(CACHE / "base.lock"):
         if tarball.exists():
             return tarball
         debootstrap = require_tool("debootstrap")

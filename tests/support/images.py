@@ -23,9 +23,7 @@ dpkg's status file, which `record_layer` tells."""
 from __future__ import annotations
 
 import base64
-import contextlib
 import dataclasses
-import fcntl
 import hashlib
 import json
 import os
@@ -35,7 +33,7 @@ import sys
 import tempfile
 import textwrap
 import zipfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,7 +44,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from tests.support import oracles
 from tests.support.cli import CargoholdCLI
 from tests.support.clients import REF_NAME, layout_blob, layout_digest, run, umoci, write_layout_blob
-from tests.support.deploy import base_rootfs
+from tests.support.deploy import base_rootfs, locked
 from tests.support.oracles import Component
 from tests.support.servers import ServerProcess, require_tool
 
@@ -287,14 +285,6 @@ def os_release(root: Path) -> dict[str, str]:
 # --- the cache ------------------------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
-
-
 def _cache_key(inputs: object) -> str:
     """The inputs and the code that turns them into an image: a change to either builds anew."""
     code = b"".join(Path(module).read_bytes() for module in (__file__, oracles.__file__))
@@ -305,7 +295,7 @@ def _cached(name: str, inputs: object, build: Callable[[Path], list[dict[str, ob
     """The images `build` makes in a directory, from the cache or built now; by tag."""
     target = CACHE / f"{name}-{_cache_key(inputs)}"
     record = target / "truth.json"
-    with _locked(CACHE / f"{name}.lock"):
+    with locked(CACHE / f"{name}.lock"):
         if not record.exists():
             for stale in CACHE.glob(f"{name}-*"):  # older builds of this image: their inputs are gone
                 subprocess.run(["rm", "-rf", str(stale)], check=False)
