@@ -31,8 +31,8 @@ def parse_size(text: str) -> int:
     return int(float(text.rstrip("kmg")) * factor)
 
 
-def transport_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Flags every client command shares."""
+def connection_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """How to reach registries: TLS and retries (every command that reads an image)."""
     decorators = [
         click.option("--insecure", is_flag=True, help="Plain HTTP for every registry (loopback hosts use it anyway)."),
         click.option(
@@ -44,6 +44,16 @@ def transport_options(command: Callable[..., Any]) -> Callable[..., Any]:
             help="Directory of *.crt CAs (and client.cert/client.key), as docker's certs.d/<host>/.",
         ),
         click.option("--retries", type=int, default=4, show_default=True, help="Retries per request after errors."),
+    ]
+    for decorator in reversed(decorators):
+        command = decorator(command)
+    return command
+
+
+def transport_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Flags every client command shares: the connection's, and how to print the result."""
+    decorators = [
+        connection_options,
         click.option("-q", "--quiet", is_flag=True, help="Print only the result (a digest, names)."),
         click.option("--json", "as_json", is_flag=True, help="Print the result as JSON."),
     ]

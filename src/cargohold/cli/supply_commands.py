@@ -31,7 +31,7 @@ from ..supply.layers import LayerError
 from ..supply.lint import LintInputError, findings_json
 from ..supply.osv import AdvisoryError
 from ..supply.scan import SEVERITIES, ScanReport, match_catalog, split_ignored
-from .client_commands import run, transport_options
+from .client_commands import connection_options, run
 from .main import _config, _require_data, config_option, data_option
 
 SEVERITY_CHOICE = click.Choice([s for s in SEVERITIES if s not in ("NONE", "UNKNOWN")], case_sensitive=False)
@@ -90,10 +90,17 @@ async def _inspect(client: Client, image: str, platform: str | None) -> Inspecti
 
 @click.command()
 @click.argument("image")
-@click.option("--format", "form", type=click.Choice(["cyclonedx", "spdx", "table"]), default="cyclonedx")
+@click.option(
+    "--format",
+    "form",
+    type=click.Choice(["cyclonedx", "spdx", "table"]),
+    default="cyclonedx",
+    show_default=True,
+    help="CycloneDX 1.6 JSON, SPDX 2.3 JSON, or a table to read.",
+)
 @click.option("--platform", help="The image of an index to read, e.g. linux/arm64 (default: this machine's).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write here, not stdout.")
-@transport_options
+@connection_options
 def sbom(image: str, form: str, platform: str | None, output: Path | None, **flags: Any) -> None:
     """The packages of IMAGE as a CycloneDX 1.6 or SPDX 2.3 document.
 
@@ -129,12 +136,19 @@ def _write(text: str, output: Path | None) -> None:
 @click.option(
     "--ignore", multiple=True, metavar="ID", help="An advisory id or alias (CVE-…) not to report; repeatable."
 )
-@click.option("--format", "form", type=click.Choice(["table", "json", "sarif", "cyclonedx"]), default="table")
+@click.option(
+    "--format",
+    "form",
+    type=click.Choice(["table", "json", "sarif", "cyclonedx"]),
+    default="table",
+    show_default=True,
+    help="A table, JSON, SARIF 2.1.0 (code scanning), or CycloneDX 1.6 with a vulnerabilities section.",
+)
 @click.option("--platform", help="The image of an index to scan, e.g. linux/arm64 (default: this machine's).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write here, not stdout.")
 @config_option
 @data_option
-@transport_options
+@connection_options
 def scan(
     image: str,
     fail_on: str | None,
@@ -181,10 +195,10 @@ def scan(
 
 @click.command()
 @click.argument("image")
-@click.option("--format", "form", type=click.Choice(["table", "json"]), default="table")
+@click.option("--format", "form", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @click.option("--fail-on", type=SEVERITY_CHOICE, help="Exit 1 when a finding this severe or worse is found.")
 @click.option("--platform", help="The image of an index to lint, e.g. linux/arm64 (default: this machine's).")
-@transport_options
+@connection_options
 def lint(image: str, form: str, fail_on: str | None, platform: str | None, **flags: Any) -> None:
     """Production checks IMAGE itself can answer: root user, no HEALTHCHECK, secrets, `latest`, setuid…"""
 
