@@ -140,8 +140,8 @@ def test_pushed_images_are_scanned_and_their_verdicts_follow_the_database(
     assert missing.status_code == 404 and missing.json()["errors"][0]["code"] == "MANIFEST_UNKNOWN"
 
 
-def _slow_image(client: httpx.Client, repo: str, files: int) -> str:
-    """An image whose scan takes seconds (text files the lint reads for secrets), pushed small."""
+def _slow_layer(files: int) -> bytes:
+    """A layer whose scan takes seconds (text files the lint reads for secrets), small to push."""
     text = b"nothing to see here, only a long configuration line of no secret\n" * 16000  # ~1 MiB
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w") as archive:
@@ -149,7 +149,10 @@ def _slow_image(client: httpx.Client, repo: str, files: int) -> str:
             info = tarfile.TarInfo(f"app/config-{index}.conf")
             info.size = len(text)
             archive.addfile(info, io.BytesIO(text))
-    layer = gzip.compress(raw.getvalue(), compresslevel=1)
+    return gzip.compress(raw.getvalue(), compresslevel=1)
+
+
+def _push_image(client: httpx.Client, repo: str, layer: bytes) -> str:
     config = canonical({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}})
     for blob in (config, layer):
         push_blob(client, repo, blob)
@@ -187,7 +190,7 @@ def _scan_worker(server: Cargohold, other_than: int | None = None) -> psutil.Pro
 def test_a_scan_worker_killed_mid_job_loses_nothing(cargohold_with: Callable[[dict[str, str]], Cargohold]) -> None:
     server = cargohold_with({"CARGOHOLD_SCAN_ON_PUSH": "*", "CARGOHOLD_SCAN_LEASE": "3s"})
     with httpx.Client(base_url=server.url, timeout=60) as client:
-        digest = _slow_image(client, "team/big", 200)
+        digest = _push_image(client, "team/big", _slow_layer(200))
     worker = _scan_worker(server)
     database = server.data / "metadata.sqlite3"
 
@@ -232,3 +235,14 @@ def _config(tmp_path: Path, url: str) -> Path:
     path = tmp_path / "cargohold.yaml"
     path.write_text(f"database: {url}\n")
     return path
+
+
+def test_an_image_that_cannot_be_read_gets_an_error_result_at_once(
+    cargohold_with: Callable[[dict[str, str]], Cargohold],
+) -> None:
+    server = cargohold_with({"CARGOHOLD_SCAN_ON_PUSH": "*"})
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        digest = _push_image(client, "team/broken", gzip.compress(b"not a tar archive at all, only gzip" * 50))
+    result = settled(server, "team/broken", "v1", lambda r: r["status"] == "error" and not r["queued"])
+    assert result["digest"] == digest
+    assert "not a tar archive" in result["error"], result["error"]

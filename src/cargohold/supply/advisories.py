@@ -237,6 +237,11 @@ class AdvisoryStore:
         row = self.database.executor.execute("SELECT record FROM advisory WHERE id = ?", (advisory_id,)).fetchone()
         return parse_advisory(json.loads(row[0])) if row else None
 
+    def generation(self) -> int:
+        """How many imports changed the database: stored with each verdict, to tell how current it is."""
+        row = self.database.executor.execute("SELECT value FROM supply_state WHERE key = 'generation'").fetchone()
+        return int(row[0]) if row else 0
+
     def state(self) -> DatabaseState:
         with self.database.snapshot() as db:
             advisories, withdrawn, newest = db.execute(

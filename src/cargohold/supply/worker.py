@@ -29,7 +29,8 @@ from ..storage.records import BackendUnavailable
 from ..storage.sql import Database
 from .advisories import AdvisoryStore
 from .inspect import ImageInput, LayerInput, inspect_image
-from .lint import findings_json
+from .layers import LayerError
+from .lint import LintInputError, findings_json
 from .results import ADVISORIES, Job, ScanStore
 from .scan import match_catalog
 
@@ -74,7 +75,7 @@ class ScanWorker:
         job = self.queue.claim(self.name, self.lease)
         if job is None:
             return False
-        generation = self.advisories.state().generation
+        generation = self.advisories.generation()
         try:
             if job.reason == ADVISORIES and (catalog := self.queue.catalog(job.digest)) is not None:
                 changed = self.queue.save_evaluation(job, match_catalog(catalog, self.advisories), generation)
@@ -94,7 +95,7 @@ class ScanWorker:
             )
         except BackendUnavailable:
             raise
-        except ImageGone as err:
+        except (ImageGone, LayerError, LintInputError) as err:  # the same next time: recorded at once
             self.queue.fail(job, str(err), retry_after=0, final=True)
         except Exception as err:  # a bad image must not stop the queue: recorded, retried, then kept as an error
             log.exception("scan of %s@%s failed (attempt %d)", job.repo, job.digest, job.attempts)
