@@ -81,6 +81,42 @@ TABLES = (
     ),
     # Copied sealed, as they are: the target must run with the source's secret file.
     Table("signing_key", ("kid",), ("kid", "sealed", "created", "active"), booleans=("active",)),
+    # The supply chain: the advisory database, the stored verdicts, and the scans still queued.
+    Table(
+        "advisory",
+        ("id",),
+        ("id", "modified", "withdrawn", "summary", "severity", "score", "aliases", "record", "imported"),
+    ),
+    Table(
+        "advisory_package",
+        ("ecosystem_base", "name", "advisory", "position"),
+        ("ecosystem", "ecosystem_base", "name", "advisory", "position", "affected"),
+    ),
+    Table("image_package", ("ecosystem_base", "name", "digest"), ("digest", "ecosystem_base", "name")),
+    Table(
+        "scan_result",
+        ("digest",),
+        (
+            "digest",
+            "repo",
+            "status",
+            "error",
+            "catalog",
+            "findings",
+            "lint",
+            "summary",
+            "generation",
+            "catalogued",
+            "evaluated",
+        ),
+    ),
+    Table(
+        "scan_job",
+        ("id",),
+        ("id", "digest", "repo", "reason", "enqueued", "revision", "leased_until", "worker", "attempts", "last_error"),
+        identity="id",
+    ),
+    Table("supply_state", ("key",), ("key", "value")),
 )
 
 # The tables not copied, and why.
