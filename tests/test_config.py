@@ -75,11 +75,11 @@ def test_lazy_commands_name_what_their_modules_register() -> None:
     which command must stay true, or a command would vanish from the CLI."""
     import click
 
-    from cargohold.cli import auth_commands, client_commands, migrate_command
+    from cargohold.cli import auth_commands, client_commands, migrate_command, supply_commands
     from cargohold.cli.main import LAZY_COMMANDS
 
     registered = {}
-    for module in (auth_commands, client_commands, migrate_command):
+    for module in (auth_commands, client_commands, migrate_command, supply_commands):
         group = click.Group()
         module.register(group)
         registered.update(dict.fromkeys(group.commands, module.__name__.rsplit(".", 1)[1]))

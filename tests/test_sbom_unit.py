@@ -22,7 +22,7 @@ from cargohold.supply.catalogers import CatalogError, golang, python, rpm
 from cargohold.supply.catalogers.osrelease import parse_os_release
 from cargohold.supply.layers import Entry, Keep, LayerError, StreamReader, walk_layers
 from cargohold.supply.packages import Distro
-from cargohold.supply.sbom import LAYER_PROPERTY, LOCATION_PROPERTY, cyclonedx_json, spdx_json
+from cargohold.supply.sbom import LAYER_PROPERTY, LOCATION_PROPERTY, SOURCE_PROPERTY, cyclonedx_json, spdx_json
 from tests.support.layerbuild import (
     MEDIA_TYPES,
     GeneratedStream,
@@ -724,6 +724,7 @@ def test_cyclonedx_document(debian_image: ImageCatalog, debian_layers: list[Laye
     assert {p["name"]: p["value"] for p in curl["properties"]} == {
         LAYER_PROPERTY: digests(debian_layers)[0],
         LOCATION_PROPERTY: "var/lib/dpkg/status",
+        SOURCE_PROPERTY: "curl@7.88.1-10+deb12u5",  # the source package Debian's advisories name
     }
     thing = components["pkg:npm/%40scope/thing@2.0.0"]
     assert thing["licenses"] == [{"expression": "(MIT OR Apache-2.0)"}]
