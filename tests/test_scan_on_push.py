@@ -174,13 +174,17 @@ def _push_image(client: httpx.Client, repo: str, layer: bytes) -> str:
 
 
 def _scan_worker(server: Cargohold, other_than: int | None = None) -> psutil.Process:
-    """The scan worker `serve` runs beside its workers (a child of the server process)."""
+    """The scan worker `serve` runs beside its workers (under its supervisor, `cargohold.sidecar`)."""
     assert server.process is not None
     found: list[psutil.Process] = []
 
     def running() -> bool:
         children = psutil.Process(server.process.pid).children(recursive=True)  # type: ignore[union-attr]
-        found[:] = [p for p in children if "scan-worker" in p.cmdline() and p.pid != other_than]
+        found[:] = [
+            p
+            for p in children
+            if "scan-worker" in p.cmdline() and "cargohold.sidecar" not in p.cmdline() and p.pid != other_than
+        ]
         return bool(found)
 
     wait_until(running, "the scan worker runs", timeout=30)
@@ -246,3 +250,18 @@ def test_an_image_that_cannot_be_read_gets_an_error_result_at_once(
     result = settled(server, "team/broken", "v1", lambda r: r["status"] == "error" and not r["queued"])
     assert result["digest"] == digest
     assert "not a tar archive" in result["error"], result["error"]
+
+
+def test_a_killed_server_leaves_no_scan_worker_behind(cargohold_with: Callable[[dict[str, str]], Cargohold]) -> None:
+    server = cargohold_with({"CARGOHOLD_SCAN_ON_PUSH": "*"})
+    worker = _scan_worker(server)
+    supervisor = worker.parent()
+    assert supervisor is not None and "cargohold.sidecar" in supervisor.cmdline()
+    assert server.process is not None
+    os.kill(server.process.pid, signal.SIGKILL)  # the server alone: its group is not signalled
+    server.process.wait(10)
+
+    def gone() -> bool:
+        return not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in (worker, supervisor))
+
+    wait_until(gone, "the supervisor and the worker exit once the server is gone", timeout=20)

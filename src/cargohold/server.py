@@ -7,7 +7,6 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 from granian._granian import SocketHolder
@@ -106,7 +105,7 @@ def serve(config: Config, listener: socket.socket) -> None:
     else:
         log.warning("auth is off: anyone who reaches %s may push, pull and delete", config.listen)
     os.environ.update(config.to_env())
-    scanner = Sidecar("scan worker", [sys.executable, "-m", "cargohold", "scan-worker", "--parent", str(os.getpid())])
+    scanner = Sidecar("scan worker", [sys.executable, "-m", "cargohold", "scan-worker", "--supervised"])
     if config.scan_on_push:
         scanner.start()
     try:
@@ -116,38 +115,24 @@ def serve(config: Config, listener: socket.socket) -> None:
 
 
 class Sidecar:
-    """A process `serve` keeps beside its workers (the scan worker, whose CPU must not be the
-    request path's): restarted when it dies, stopped when the server stops. It also exits by
-    itself when this process is gone (`--parent`), so a killed server leaves no orphan."""
-
-    RESTART_DELAY = 2.0
+    """The `cargohold.sidecar` supervisor of a process that runs beside the server."""
 
     def __init__(self, name: str, command: list[str]) -> None:
         self.name = name
         self.command = command
         self._process: subprocess.Popen[bytes] | None = None
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._keep_running, name=name, daemon=True)
 
     def start(self) -> None:
-        self._thread.start()
-
-    def _keep_running(self) -> None:
-        while not self._stopping.is_set():
-            self._process = subprocess.Popen(self.command, env=os.environ.copy())
-            code = self._process.wait()
-            if not self._stopping.is_set():
-                log.warning("the %s exited (status %s); starting it again", self.name, code)
-                self._stopping.wait(self.RESTART_DELAY)
+        supervisor = [sys.executable, "-m", "cargohold.sidecar", "--parent", str(os.getpid()), "--name", self.name]
+        self._process = subprocess.Popen([*supervisor, "--", *self.command], env=os.environ.copy())
 
     def stop(self) -> None:
-        self._stopping.set()
         process = self._process
         if process is None or process.poll() is not None:
             return
-        process.terminate()
+        process.terminate()  # it stops its child first
         try:
-            process.wait(10)
+            process.wait(15)
         except subprocess.TimeoutExpired:
             process.kill()
 

@@ -292,8 +292,8 @@ def vulndb_status(config_file: Path | None, data: Path | None, as_json: bool) ->
 @click.command("scan-worker")
 @config_option
 @data_option
-@click.option("--parent", type=int, hidden=True, help="Exit when this process is gone (set by `serve`).")
-def scan_worker(config_file: Path | None, data: Path | None, parent: int | None) -> None:
+@click.option("--supervised", is_flag=True, hidden=True, help="Exit when the supervisor is gone (set by `serve`).")
+def scan_worker(config_file: Path | None, data: Path | None, supervised: bool) -> None:
     """Work the registry's scan queue: catalogue, scan and lint the images pushed (`scan_on_push`)."""
     from ..services import open_blobs
     from ..supply.worker import ScanWorker
@@ -307,7 +307,8 @@ def scan_worker(config_file: Path | None, data: Path | None, parent: int | None)
     worker = ScanWorker(database, meta, blobs, lease=config.scan_lease)
     click.echo(f"scan worker {worker.name}: working the queue of {config.data.resolve()}", err=True)
     try:
-        worker.run(stop, alive=lambda: parent is None or os.getppid() == parent)
+        parent = os.getppid()
+        worker.run(stop, alive=lambda: not supervised or os.getppid() == parent)
     except KeyboardInterrupt:
         pass
     finally:

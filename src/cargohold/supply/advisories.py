@@ -20,6 +20,7 @@ from packaging.utils import canonicalize_name
 
 from ..storage.sql import Database, Executor
 from .osv import Advisory, Affected, parse_advisory, severity_of
+from .severity import Rating, severity_rank
 
 BATCH = 500
 
@@ -33,6 +34,13 @@ def package_key(ecosystem: str, name: str) -> tuple[str, str]:
     """How the index spells a package: PyPI names compare normalised (PEP 503), others as written."""
     base = ecosystem_base(ecosystem)
     return base, canonicalize_name(name) if base == "PyPI" else name
+
+
+def worst_rating(advisory: Advisory) -> Rating:
+    """The advisory's rating for whichever package it rates worst (an entry's own vector or
+    urgency counts), stored once per record: the report shows one severity per advisory."""
+    ratings = [severity_of(advisory, affected) for affected in advisory.affected] or [severity_of(advisory)]
+    return max(ratings, key=lambda rating: (severity_rank(rating.label), rating.score or 0.0))
 
 
 def normalised_time(value: str) -> str:
@@ -121,7 +129,7 @@ class AdvisoryStore:
                     )
                 )
                 db.execute("DELETE FROM advisory_package WHERE advisory = ?", (advisory.id,))
-                rating = severity_of(advisory)
+                rating = worst_rating(advisory)
                 values = (
                     modified,
                     advisory.withdrawn,

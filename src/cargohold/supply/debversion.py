@@ -50,6 +50,8 @@ def _part_key(text: str) -> DebianPart:
 
 
 def debian_key(version: str) -> DebianKey:
+    if version.endswith("-"):
+        raise ValueError("the revision after the last '-' is empty")  # python-debian lets it be; dpkg does not
     try:
         parsed = BaseVersion(version)
     except ValueError as error:

@@ -53,7 +53,5 @@ def rpm_key(evr: str) -> RpmKey:
     version, dash, release = rest.rpartition("-")
     if not dash:
         version, release = rest, ""
-    if not version:
-        raise ValueError("the version part of an RPM epoch:version-release is not empty")
     release_key: tuple[object, ...] = (1, rpmvercmp_key(release)) if dash else (0,)
     return rpmvercmp_key(epoch), rpmvercmp_key(version), release_key
