@@ -28,6 +28,7 @@ from ..supply.advisories import AdvisoryStore
 from ..supply.importer import ImportSourceError, import_advisories
 from ..supply.inspect import ImageInput, Inspection, LayerInput, inspect_image
 from ..supply.layers import LayerError
+from ..supply.lint import SEVERITIES as LINT_SEVERITIES
 from ..supply.lint import LintInputError, findings_json
 from ..supply.osv import AdvisoryError
 from ..supply.scan import SEVERITIES, ScanReport, match_catalog, split_ignored
@@ -213,8 +214,7 @@ def lint(image: str, form: str, fail_on: str | None, platform: str | None, **fla
     else:
         for finding in findings:
             click.echo(f"{finding.severity:<8} {finding.id}  {finding.title}: {finding.detail} [{finding.location}]")
-    ranks = {label: len(SEVERITIES) - index for index, label in enumerate(SEVERITIES)}
-    if fail_on and any(ranks.get(f.severity, 0) >= ranks[fail_on.upper()] for f in findings):
+    if fail_on and any(LINT_SEVERITIES.index(f.severity) <= LINT_SEVERITIES.index(fail_on.upper()) for f in findings):
         sys.exit(1)
 
 

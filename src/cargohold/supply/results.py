@@ -17,7 +17,7 @@ from typing import Any
 from ..storage.sql import Database, Executor
 from .advisories import package_key
 from .packages import Catalog, catalog_from_dict, catalog_to_dict
-from .scan import SEVERITIES, Vulnerability, lookup_names
+from .scan import Vulnerability, lookup_names, summarise
 
 # Reasons, strongest first: a push needs the image read; advisories only a new match.
 PUSH, ADVISORIES = "push", "advisories"
@@ -79,13 +79,6 @@ def enqueue_new(db: Executor, digest: str, repo: str) -> None:
     """Queue a pushed image unless it was catalogued already (the same image pushed elsewhere)."""
     if db.execute("SELECT 1 FROM scan_result WHERE digest = ?", (digest,)).fetchone() is None:
         enqueue(db, digest, repo, PUSH)
-
-
-def summarise(vulnerabilities: list[Vulnerability]) -> dict[str, int]:
-    counts = dict.fromkeys(SEVERITIES, 0)
-    for vulnerability in vulnerabilities:
-        counts[vulnerability.severity] = counts.get(vulnerability.severity, 0) + 1
-    return counts
 
 
 class ScanStore:

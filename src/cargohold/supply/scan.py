@@ -17,14 +17,15 @@ from typing import Any
 from .advisories import AdvisoryStore, DatabaseState, package_key
 from .osv import affects, ecosystem_matches, fixed_in
 from .packages import Catalog, Package
+from .severity import SEVERITY_ORDER, severity_rank
 
-# Severities from worst to least; UNKNOWN (no rating published) ranks below LOW for --fail-on.
-SEVERITIES = ("CRITICAL", "HIGH", "MEDIUM", "LOW", "NONE", "UNKNOWN")
-RANK = {label: len(SEVERITIES) - position for position, label in enumerate(SEVERITIES)}
+# Severities from worst to least, as reports list them; UNKNOWN (no rating published) ranks
+# below everything for --fail-on.
+SEVERITIES = tuple(reversed(SEVERITY_ORDER))
 
 
 def at_least(severity: str, threshold: str) -> bool:
-    return RANK.get(severity, 0) >= RANK[threshold]
+    return severity_rank(severity) >= severity_rank(threshold)
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,14 @@ class Vulnerability:
         return cls(**{**data, "aliases": tuple(data["aliases"]), "fixed": tuple(data["fixed"])})
 
 
+def summarise(vulnerabilities: Iterable[Vulnerability]) -> dict[str, int]:
+    """How many at each severity, every severity present (worst first)."""
+    counts = dict.fromkeys(SEVERITIES, 0)
+    for vulnerability in vulnerabilities:
+        counts[vulnerability.severity] += 1
+    return counts
+
+
 @dataclass
 class ScanReport:
     image: str
@@ -64,10 +73,7 @@ class ScanReport:
     ignored: list[Vulnerability] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
-        counts = dict.fromkeys(SEVERITIES, 0)
-        for vulnerability in self.vulnerabilities:
-            counts[vulnerability.severity] = counts.get(vulnerability.severity, 0) + 1
-        return counts
+        return summarise(self.vulnerabilities)
 
     def failing(self, threshold: str | None) -> list[Vulnerability]:
         if threshold is None:
@@ -125,7 +131,7 @@ def match_catalog(catalog: Catalog, store: AdvisoryStore) -> list[Vulnerability]
                 location=package.location,
             )
         )
-    found.sort(key=lambda v: (-RANK.get(v.severity, 0), -(v.score or 0.0), v.package, v.id))
+    found.sort(key=lambda v: (-severity_rank(v.severity), -(v.score or 0.0), v.package, v.id))
     return found
 
 
