@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
-from tests.support.oci import OCI_CONFIG, canonical, descriptor, push_blob  # noqa: E402
+from tests.support.oci import canonical, image_of, push_image  # noqa: E402
 from tests.support.servers import Cargohold  # noqa: E402
 
 from cargohold.storage.backends import open_database, open_metadata  # noqa: E402
@@ -290,23 +290,7 @@ def push_rate(work: Path, images: int, rounds: int) -> dict[str, Any]:
                             archive.addfile(info, io.BytesIO(status.encode()))
                         layer = gzip.compress(raw.getvalue())
                         config = canonical({"architecture": "amd64", "os": "linux", "nonce": f"{name}{round_}{index}"})
-                        repo = f"team/app{index % 4}"
-                        for blob in (config, layer):
-                            push_blob(client, repo, blob)
-                        manifest = canonical(
-                            {
-                                "schemaVersion": 2,
-                                "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                                "config": descriptor(OCI_CONFIG, config),
-                                "layers": [descriptor("application/vnd.oci.image.layer.v1.tar+gzip", layer)],
-                            }
-                        )
-                        response = client.put(
-                            f"/v2/{repo}/manifests/r{round_}-{index}",
-                            content=manifest,
-                            headers={"content-type": "application/vnd.oci.image.manifest.v1+json"},
-                        )
-                        assert response.status_code == 201, response.text
+                        push_image(client, f"team/app{index % 4}", image_of(config, [layer]), f"r{round_}-{index}")
                     rates[name].append(images / (time.perf_counter() - started))
     finally:
         for server in servers.values():

@@ -22,7 +22,7 @@ import psutil
 
 from tests.support.cli import cargohold as cli
 from tests.support.images import alpine_image, debian_image
-from tests.support.oci import OCI_CONFIG, canonical, descriptor, push_blob
+from tests.support.oci import canonical, image_of, push_image
 from tests.support.postgres import PostgresServer
 from tests.support.servers import Cargohold
 from tests.support.waiting import wait_until
@@ -154,22 +154,7 @@ def _slow_layer(files: int) -> bytes:
 
 def _push_image(client: httpx.Client, repo: str, layer: bytes) -> str:
     config = canonical({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}})
-    for blob in (config, layer):
-        push_blob(client, repo, blob)
-    manifest = canonical(
-        {
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": descriptor(OCI_CONFIG, config),
-            "layers": [descriptor("application/vnd.oci.image.layer.v1.tar+gzip", layer)],
-        }
-    )
-    response = client.put(
-        f"/v2/{repo}/manifests/v1",
-        content=manifest,
-        headers={"content-type": "application/vnd.oci.image.manifest.v1+json"},
-    )
-    assert response.status_code == 201, response.text
+    response = push_image(client, repo, image_of(config, [layer]), "v1")
     return str(response.headers["docker-content-digest"])
 
 

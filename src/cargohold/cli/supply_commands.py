@@ -89,6 +89,11 @@ async def _inspect(client: Client, image: str, platform: str | None) -> Inspecti
     return await asyncio.to_thread(work)
 
 
+def _inspected(image: str, platform: str | None, flags: dict[str, Any]) -> Inspection:
+    """The image inspected through a client built from the flags; one line and exit 1 on failure."""
+    return run(lambda client: _inspect(client, image, platform), flags)
+
+
 @click.command()
 @click.argument("image")
 @click.option(
@@ -108,10 +113,7 @@ def sbom(image: str, form: str, platform: str | None, output: Path | None, **fla
     IMAGE is a reference (registry/repo:tag, @digest), oci:DIR[:TAG] or docker-archive:FILE.
     """
 
-    async def do(client: Client) -> Inspection:
-        return await _inspect(client, image, platform)
-
-    inspection = run(do, flags)
+    inspection = _inspected(image, platform, flags)
     catalog = inspection.catalog
     if form == "table":
         text = reports.catalog_table(catalog)
@@ -166,10 +168,7 @@ def scan(
     try:
         advisories = AdvisoryStore(database)
 
-        async def do(client: Client) -> Inspection:
-            return await _inspect(client, image, platform)
-
-        inspection = run(do, flags)
+        inspection = _inspected(image, platform, flags)
         kept, ignored = split_ignored(match_catalog(inspection.catalog, advisories), ignore)
         report = ScanReport(image, inspection.catalog.image, inspection.catalog, kept, advisories.state(), ignored)
     finally:
@@ -203,10 +202,7 @@ def scan(
 def lint(image: str, form: str, fail_on: str | None, platform: str | None, **flags: Any) -> None:
     """Production checks IMAGE itself can answer: root user, no HEALTHCHECK, secrets, `latest`, setuid…"""
 
-    async def do(client: Client) -> Inspection:
-        return await _inspect(client, image, platform)
-
-    findings = run(do, flags).lint
+    findings = _inspected(image, platform, flags).lint
     if form == "json":
         click.echo(reports.dumps({"image": image, "findings": findings_json(findings)}))
     elif not findings:
