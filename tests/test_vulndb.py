@@ -18,7 +18,8 @@ from cargohold.storage.sql import Database
 from cargohold.supply.advisories import AdvisoryStore
 from cargohold.supply.importer import import_advisories
 from cargohold.supply.packages import Catalog, Distro, Package
-from cargohold.supply.results import ADVISORIES, PUSH, ScanStore
+from cargohold.supply.queue import ADVISORIES, PUSH
+from cargohold.supply.results import ScanStore
 from cargohold.supply.scan import match_catalog
 from tests.support.postgres import PostgresServer
 

@@ -13,7 +13,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..auth.scopes import ADMIN, Grant, ScopeError
 from ..auth.service import Authority
@@ -28,11 +28,12 @@ from ..oci.names import validate_name
 from ..services import Services
 from ..storage.events import Actor
 from ..storage.records import ImmutableTagError
-from ..supply.advisories import AdvisoryStore
-from ..supply.results import ScanStore
 from .access import Gate, actor_of
 from .http import Request, Responder
 from .openapi import openapi_document
+
+if TYPE_CHECKING:
+    from ..supply.results import ScanStore
 
 BODY_LIMIT = 64 * 1024
 PREFIX = "/api/v1"
@@ -300,8 +301,15 @@ async def rotate_keys(api: Management, request: Request, ctx: Actor, _: dict[str
     return 200, {"active": api.authority.rotate_keys(ctx)}
 
 
+def _scans(api: Management) -> ScanStore:
+    # The scanner's stores load on the first scan request, not in every worker's start-up.
+    from ..supply.results import ScanStore
+
+    return ScanStore(api.services.database)
+
+
 def _scan_view(api: Management, name: str, digest: str) -> dict[str, Any]:
-    queue = ScanStore(api.services.database)
+    queue = _scans(api)
     stored = queue.result(digest)
     queued = queue.queued(digest)
     if stored is None:
@@ -334,7 +342,7 @@ async def request_scan(api: Management, request: Request, ctx: Actor, args: dict
     digests = [stored.digest]
     if stored.media_type in mt.INDEXES:
         digests = [str(child.digest) for child in parse_manifest(stored.payload, stored.media_type).children]
-    queue = ScanStore(api.services.database)
+    queue = _scans(api)
     for digest in digests:
         queue.enqueue(digest, name)
     return 202, {"queued": digests}
@@ -343,9 +351,7 @@ async def request_scan(api: Management, request: Request, ctx: Actor, args: dict
 @route("GET", "/vulndb")
 async def vulndb_state(api: Management, request: Request, ctx: Actor, _: dict[str, str]) -> tuple[int, Any]:
     """The advisory database: how many records, how recent, when imported."""
+    from ..supply.advisories import AdvisoryStore
+
     state = AdvisoryStore(api.services.database).state()
-    return 200, {
-        **dataclasses.asdict(state),
-        "ageDays": state.age_days(),
-        "queued": ScanStore(api.services.database).pending(),
-    }
+    return 200, {**dataclasses.asdict(state), "ageDays": state.age_days(), "queued": _scans(api).pending()}

@@ -23,7 +23,7 @@ from ..storage.records import (
     QuotaExceededError,
     StoredManifest,
 )
-from ..supply.results import enqueue_new as enqueue_scan
+from ..supply.queue import enqueue_new as enqueue_scan
 from .quota import quota_refusal
 
 

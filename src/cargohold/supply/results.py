@@ -17,10 +17,9 @@ from typing import Any
 from ..storage.sql import Database, Executor
 from .advisories import package_key
 from .packages import Catalog, catalog_from_dict, catalog_to_dict
+from .queue import PUSH, enqueue
 from .scan import Vulnerability, lookup_names, summarise
 
-# Reasons, strongest first: a push needs the image read; advisories only a new match.
-PUSH, ADVISORIES = "push", "advisories"
 MAX_ATTEMPTS = 5
 
 
@@ -63,22 +62,6 @@ class StoredResult:
             "catalogued": self.catalogued,
             "evaluated": self.evaluated,
         }
-
-
-def enqueue(db: Executor, digest: str, repo: str, reason: str = PUSH) -> None:
-    """Queue `digest` (inside the caller's transaction); merges into a pending job of the image."""
-    db.execute(
-        "INSERT INTO scan_job(digest, repo, reason, enqueued) VALUES (?, ?, ?, ?) "
-        "ON CONFLICT(digest) DO UPDATE SET revision = scan_job.revision + 1, enqueued = excluded.enqueued, "
-        "reason = CASE WHEN excluded.reason = 'push' THEN 'push' ELSE scan_job.reason END",
-        (digest, repo, reason, time.time()),
-    )
-
-
-def enqueue_new(db: Executor, digest: str, repo: str) -> None:
-    """Queue a pushed image unless it was catalogued already (the same image pushed elsewhere)."""
-    if db.execute("SELECT 1 FROM scan_result WHERE digest = ?", (digest,)).fetchone() is None:
-        enqueue(db, digest, repo, PUSH)
 
 
 class ScanStore:

@@ -31,7 +31,8 @@ from .advisories import AdvisoryStore
 from .inspect import ImageInput, LayerInput, inspect_image
 from .layers import LayerError
 from .lint import LintInputError, findings_json
-from .results import ADVISORIES, Job, ScanStore
+from .queue import ADVISORIES
+from .results import Job, ScanStore
 from .scan import match_catalog
 
 log = logging.getLogger("cargohold.scan")
