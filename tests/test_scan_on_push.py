@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 import psutil
+import pytest
 
 from tests.support.cli import cargohold as cli
 from tests.support.images import alpine_image, debian_image
@@ -26,6 +27,9 @@ from tests.support.oci import canonical, image_of, push_image
 from tests.support.postgres import PostgresServer
 from tests.support.servers import Cargohold
 from tests.support.waiting import wait_until
+
+# Real images (built once per clone, cached), servers, kill -9: not in the fast lane.
+pytestmark = pytest.mark.slow
 
 URLLIB3 = {
     "id": "PYSEC-2021-108",

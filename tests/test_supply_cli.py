@@ -18,6 +18,9 @@ from cyclonedx.validation.json import JsonStrictValidator
 from tests.support.cli import cargohold as cli
 from tests.support.images import BuiltImage, debian_image
 
+# Real images (built once per clone, cached), servers, kill -9: not in the fast lane.
+pytestmark = pytest.mark.slow
+
 RECORDS: list[dict[str, Any]] = [
     {
         "id": "PYSEC-2021-108",
