@@ -23,7 +23,7 @@ import pytest
 
 from tests.support.cli import cargohold as cli
 from tests.support.images import alpine_image, debian_image
-from tests.support.oci import canonical, image_of, push_image
+from tests.support.oci import OCI_INDEX, OCI_MANIFEST, canonical, descriptor, image_of, push_image
 from tests.support.postgres import PostgresServer
 from tests.support.servers import Cargohold
 from tests.support.waiting import wait_until
@@ -254,3 +254,35 @@ def test_a_killed_server_leaves_no_scan_worker_behind(cargohold_with: Callable[[
         return not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in (worker, supervisor))
 
     wait_until(gone, "the supervisor and the worker exit once the server is gone", timeout=20)
+
+
+def test_each_image_of_a_pushed_index_is_scanned(
+    cargohold_with: Callable[[dict[str, str]], Cargohold], tmp_path: Path
+) -> None:
+    server = cargohold_with({"CARGOHOLD_SCAN_ON_PUSH": "team/*"})
+    import_records(server, tmp_path, URLLIB3)
+    children = []
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        for architecture, version in (("amd64", "1.26.4"), ("arm64", "1.26.5")):
+            metadata = f"Metadata-Version: 2.1\nName: urllib3\nVersion: {version}\n".encode()
+            raw = io.BytesIO()
+            with tarfile.open(fileobj=raw, mode="w") as archive:
+                info = tarfile.TarInfo(f"usr/lib/python3/dist-packages/urllib3-{version}.dist-info/METADATA")
+                info.size = len(metadata)
+                archive.addfile(info, io.BytesIO(metadata))
+            config = canonical({"architecture": architecture, "os": "linux", "rootfs": {"type": "layers"}})
+            image = image_of(config, [gzip.compress(raw.getvalue())])
+            push_image(client, "team/multi", image, image.digest)
+            children.append(
+                {**descriptor(OCI_MANIFEST, image.manifest), "platform": {"architecture": architecture, "os": "linux"}}
+            )
+        index = canonical({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": children})
+        response = client.put("/v2/team/multi/manifests/v1", content=index, headers={"content-type": OCI_INDEX})
+        assert response.status_code == 201, response.text
+
+    def both_scanned(result: dict[str, Any]) -> bool:
+        return all(m["status"] == "ok" and not m["queued"] for m in result["manifests"])
+
+    result = settled(server, "team/multi", "v1", both_scanned)
+    by_platform = {m["platform"]["architecture"]: ids(m) for m in result["manifests"]}
+    assert by_platform == {"amd64": {("PYSEC-2021-108", "urllib3")}, "arm64": set()}, "1.26.5 has the fix"
