@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """The supply chain's figures: SBOM + scan of a Debian image with about 1,000 packages against a
-database of 100,000 advisories, the advisory import rate, memory on a 1 GiB layer, and the push
+database of 100,000 advisories, the advisory import rate (SQLite and PostgreSQL), memory on a 1 GiB layer, and the push
 rate of a registry scanning on push against one that does not.
 
     .venv/bin/python bench/supply_bench.py [--quick] [--advisories N] [--json FILE] [--postgres]
@@ -29,6 +29,7 @@ import io
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -43,6 +44,7 @@ sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 from tests.support.oci import canonical, image_of, push_image  # noqa: E402
+from tests.support.postgres import PostgresServer  # noqa: E402
 from tests.support.servers import Cargohold  # noqa: E402
 
 from cargohold.storage.backends import open_database, open_metadata  # noqa: E402
@@ -264,6 +266,24 @@ def big_layer(path: Path, size: int) -> Path:
     return path
 
 
+def postgres_import(work: Path, archive: Path, records: int) -> dict[str, Any]:
+    """The same import into a PostgreSQL of its own (the fleet's database)."""
+    # A directory of its own under /tmp: the postgres user cannot enter the benchmark's (mode 0700).
+    server = PostgresServer(Path(tempfile.mkdtemp(prefix="supply-bench-pg-")))
+    server.start()
+    try:
+        settings = work / "postgres.yaml"
+        settings.write_text(f"database: {server.create_database()}\n")
+        seconds, done = timed(
+            [*CLI, "vulndb", "import", "--config", str(settings), "--data", str(work / "pg-data"), str(archive)]
+        )
+        assert done.returncode == 0, done.stderr
+    finally:
+        server.stop()
+        shutil.rmtree(server.workdir, ignore_errors=True)
+    return {"import_postgres_seconds": round(seconds, 2), "import_postgres_records_per_s": round(records / seconds)}
+
+
 def push_rate(work: Path, images: int, rounds: int) -> dict[str, Any]:
     """Images pushed per second (small images, each a dpkg status layer of its own) to a registry
     with scan on push and to one without, in alternating rounds: what the scan worker beside
@@ -337,6 +357,7 @@ def main() -> None:
         figures["import_records_per_s"] = round(len(records) / seconds)
         seconds, done = timed([*CLI, "vulndb", "import", "--data", str(data), str(archive)])
         figures["reimport_unchanged_seconds"] = round(seconds, 2)
+        figures.update(postgres_import(work, archive, len(records)))
 
         scans = []
         for _ in range(args.rounds):

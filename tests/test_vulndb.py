@@ -271,3 +271,23 @@ def test_a_lease_that_runs_out_lets_another_worker_take_the_job(database: Databa
     time.sleep(0.3)
     taken = queue.claim("other", 60)
     assert taken is not None and taken.attempts == 2
+
+
+def test_results_of_images_no_repository_holds_are_forgotten(database: Database) -> None:
+    queue, advisories = ScanStore(database), AdvisoryStore(database)
+    catalog = _catalog("sha256:" + "e" * 64, pypi("urllib3", "1.26.4"))
+    _store_scanned(queue, advisories, catalog)
+    assert queue.result(catalog.image) is not None
+    assert queue.prune() == 1, "no manifest has this digest"
+    assert queue.result(catalog.image) is None
+    assert database.executor.execute("SELECT count(*) FROM image_package").fetchone()[0] == 0
+
+
+def test_the_same_record_twice_in_one_import_keeps_the_newer(database: Database, tmp_path: Path) -> None:
+    store = AdvisoryStore(database)
+    older = advisory("GHSA-twice-twic-twic", "npm", "qs", fixed="6.0.4", modified="2026-01-01T00:00:00Z")
+    newer = advisory("GHSA-twice-twic-twic", "npm", "qs", fixed="6.0.5", modified="2026-02-01T00:00:00Z")
+    report = import_advisories(store, [write(tmp_path / "both.json", newer, older)])
+    assert (report.counts.added, report.counts.unchanged) == (1, 1)
+    record = store.record("GHSA-twice-twic-twic")
+    assert record is not None and record.modified == "2026-02-01T00:00:00Z"

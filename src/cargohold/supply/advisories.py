@@ -36,6 +36,13 @@ def package_key(ecosystem: str, name: str) -> tuple[str, str]:
     return base, canonicalize_name(name) if base == "PyPI" else name
 
 
+def _chunks(values: Sequence[str], size: int = 400) -> Iterator[tuple[Sequence[str], str]]:
+    """`values` in slices small enough for one statement's parameters, each with its placeholders."""
+    for start in range(0, len(values), size):
+        chunk = values[start : start + size]
+        yield chunk, ", ".join("?" * len(chunk))
+
+
 def worst_rating(advisory: Advisory) -> Rating:
     """The advisory's rating for whichever package it rates worst (an entry's own vector or
     urgency counts), stored once per record: the report shows one severity per advisory."""
@@ -113,61 +120,71 @@ class AdvisoryStore:
         return counts
 
     def _write_batch(self, batch: Sequence[Advisory], counts: ImportCounts) -> None:
+        """One transaction, a few statements for the whole batch (each round trip to PostgreSQL
+        costs more than the row it carries)."""
         now = time.time()
-        touched: set[tuple[str, str]] = set()
-        with self.database.transaction() as db:
-            for advisory in batch:
-                modified = normalised_time(advisory.modified)
-                row = db.execute("SELECT modified, withdrawn FROM advisory WHERE id = ?", (advisory.id,)).fetchone()
-                if row is not None and row[0] >= modified:
-                    counts.unchanged += 1
+        newest: dict[str, tuple[str, Advisory]] = {}
+        for advisory in batch:
+            modified = normalised_time(advisory.modified)
+            if advisory.id in newest:
+                counts.unchanged += 1  # the same record twice in one import: the newer counts
+                if newest[advisory.id][0] >= modified:
                     continue
-                touched.update(
-                    (base, name)
-                    for base, name in db.execute(
-                        "SELECT ecosystem_base, name FROM advisory_package WHERE advisory = ?", (advisory.id,)
-                    )
-                )
-                db.execute("DELETE FROM advisory_package WHERE advisory = ?", (advisory.id,))
+            newest[advisory.id] = (modified, advisory)
+        with self.database.transaction() as db:
+            stored: dict[str, str] = {}
+            for chunk, marks in _chunks(sorted(newest)):
+                stored.update(db.execute(f"SELECT id, modified FROM advisory WHERE id IN ({marks})", chunk).fetchall())
+            changed = [(m, a) for key, (m, a) in newest.items() if key not in stored or stored[key] < m]
+            counts.unchanged += len(newest) - len(changed)
+            if not changed:
+                return
+            touched: set[tuple[str, str]] = set()
+            for chunk, marks in _chunks([advisory.id for _, advisory in changed if advisory.id in stored]):
+                where = f"WHERE advisory IN ({marks})"
+                touched.update(db.execute(f"SELECT ecosystem_base, name FROM advisory_package {where}", chunk))
+                db.execute(f"DELETE FROM advisory_package {where}", chunk)
+            records, index = [], []
+            for modified, advisory in changed:
                 rating = worst_rating(advisory)
-                values = (
-                    modified,
-                    advisory.withdrawn,
-                    advisory.summary or advisory.details[:200],
-                    rating.label,
-                    rating.score,
-                    json.dumps(list(advisory.aliases)),
-                    json.dumps(advisory.raw, separators=(",", ":")),
-                    now,
-                    advisory.id,
+                summary = advisory.summary or advisory.details[:200]
+                aliases, record = json.dumps(list(advisory.aliases)), json.dumps(advisory.raw, separators=(",", ":"))
+                records.append(
+                    (
+                        advisory.id,
+                        modified,
+                        advisory.withdrawn,
+                        summary,
+                        rating.label,
+                        rating.score,
+                        aliases,
+                        record,
+                        now,
+                    )
                 )
-                if row is None:
-                    db.execute(
-                        "INSERT INTO advisory(modified, withdrawn, summary, severity, score, aliases, record, "
-                        "imported, id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        values,
-                    )
-                else:
-                    db.execute(
-                        "UPDATE advisory SET modified = ?, withdrawn = ?, summary = ?, severity = ?, score = ?, "
-                        "aliases = ?, record = ?, imported = ? WHERE id = ?",
-                        values,
-                    )
                 if advisory.withdrawn:
                     counts.withdrawn += 1
-                else:
-                    counts.added += row is None
-                    counts.updated += row is not None
-                    rows = self._index_rows(advisory)
-                    db.executemany(
-                        "INSERT INTO advisory_package(ecosystem, ecosystem_base, name, advisory, position, affected) "
-                        "VALUES (?, ?, ?, ?, ?, ?)",
-                        rows,
-                    )
-                    touched.update((base, name) for _, base, name, *_ in rows)
+                    continue
+                counts.added += advisory.id not in stored
+                counts.updated += advisory.id in stored
+                index += self._index_rows(advisory)
+            db.executemany(
+                "INSERT INTO advisory(id, modified, withdrawn, summary, severity, score, aliases, record, imported) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET modified = excluded.modified, "
+                "withdrawn = excluded.withdrawn, summary = excluded.summary, severity = excluded.severity, "
+                "score = excluded.score, aliases = excluded.aliases, record = excluded.record, "
+                "imported = excluded.imported",
+                records,
+            )
+            db.executemany(
+                "INSERT INTO advisory_package(ecosystem, ecosystem_base, name, advisory, position, affected) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                index,
+            )
+            touched.update((base, name) for _, base, name, *_ in index)
             if touched:
                 counts.requeued += self._requeue(db, touched, now)
-                self._bump_generation(db, now)
+            self._bump_generation(db, now)
 
     @staticmethod
     def _index_rows(advisory: Advisory) -> list[tuple[str, str, str, str, int, str]]:
@@ -214,9 +231,7 @@ class AdvisoryStore:
             by_base.setdefault(base, []).append(name)
         with self.database.snapshot() as db:
             for base, names in sorted(by_base.items()):
-                for start in range(0, len(names), 400):
-                    chunk = sorted(names[start : start + 400])
-                    marks = ", ".join("?" * len(chunk))
+                for chunk, marks in _chunks(sorted(names)):
                     rows = db.execute(
                         "SELECT p.advisory, a.modified, p.affected FROM advisory_package p "
                         "JOIN advisory a ON a.id = p.advisory "
@@ -231,9 +246,7 @@ class AdvisoryStore:
         wanted = sorted(set(ids))
         found: dict[str, StoredAdvisory] = {}
         with self.database.snapshot() as db:
-            for start in range(0, len(wanted), 400):
-                chunk = wanted[start : start + 400]
-                marks = ", ".join("?" * len(chunk))
+            for chunk, marks in _chunks(wanted):
                 for row in db.execute(
                     f"SELECT id, modified, summary, severity, score, aliases FROM advisory WHERE id IN ({marks})",
                     chunk,
