@@ -219,6 +219,7 @@ def test_supply_bench_quick_run(tmp_path: Path) -> None:
     assert figures["image_packages"] == figures["found_packages"] == 1000
     assert figures["found_vulnerabilities"] == figures["inprocess_vulnerabilities"] > 0
     assert figures["import_records"] == 10_000 and figures["import_records_per_s"] > 0
+    assert figures["import_postgres_records_per_s"] > 0
     for key in ("cli_sbom_scan_median_s", "sbom_big_64MiB_peak_rss_MB", "sbom_small_8MiB_peak_rss_MB"):
         assert figures[key] > 0
     assert figures["push_images_per_s_scan_on_push"] > 0 and figures["push_images_per_s_off"] > 0
