@@ -300,7 +300,7 @@ def check_user(config: ImageConfig, passwd: bytes | None) -> list[Finding]:
 
 def check_healthcheck(config: ImageConfig) -> list[Finding]:
     if config.healthcheck is None:
-        return [_finding("CH002", "no HEALTHCHECK: the runtime cannot tell a hung container", "config.Healthcheck")]
+        return [_finding("CH002", "none is set: the runtime cannot tell a hung container", "config.Healthcheck")]
     if not config.healthcheck or config.healthcheck[0] == "NONE":
         return [_finding("CH002", "HEALTHCHECK NONE disables the check", "config.Healthcheck")]
     return []
