@@ -109,3 +109,19 @@ def test_a_credential_change_commits_with_its_audit_event(tmp_path: Path, monkey
         assert [e.target for e in authority.store.events(action="robot.")] == ["kept"]
     finally:
         authority.close()
+
+
+def test_processes_starting_together_all_get_the_one_secret(tmp_path: Path) -> None:
+    """Worker processes that start at once race to make the secret file: every one of them reads
+    the same whole secret (none an empty file another was still writing)."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from cargohold.auth.sealing import load_secret
+
+    for attempt in range(5):
+        path = tmp_path / f"round-{attempt}" / "secret.key"
+        with ProcessPoolExecutor(max_workers=6) as pool:
+            secrets = list(pool.map(load_secret, [path] * 24))
+        assert len(set(secrets)) == 1 and len(secrets[0]) == 32
+        assert oct(path.stat().st_mode & 0o777) == "0o600"
+        assert [p.name for p in path.parent.iterdir()] == ["secret.key"], "no partial file left"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import tempfile
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
@@ -29,15 +30,19 @@ def load_secret(path: Path, create: bool = True) -> bytes:
     """The secret in `path`, made (readable by its owner only) when absent and `create`."""
     if create and not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
+        # Written whole under a name of its own, then linked into place: a process starting beside
+        # this one (another worker) sees no file or the whole secret, never an empty file.
+        fd, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass  # another process made it first: use theirs
-        else:
-            with os.fdopen(fd, "w") as out:
+            with os.fdopen(fd, "w") as out:  # mkstemp makes it readable by its owner only
                 out.write(base64.b64encode(os.urandom(SECRET_BYTES)).decode() + "\n")
                 out.flush()
                 os.fsync(out.fileno())
+            os.link(partial, path)
+        except FileExistsError:
+            pass  # another process made it first: use theirs
+        finally:
+            os.unlink(partial)
     try:
         text = path.read_text().strip()
     except OSError as err:
