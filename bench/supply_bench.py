@@ -43,6 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
+from tests.support.layerbuild import LayerBuilder  # noqa: E402
 from tests.support.oci import canonical, image_of, push_image  # noqa: E402
 from tests.support.postgres import PostgresServer  # noqa: E402
 from tests.support.servers import Cargohold  # noqa: E402
@@ -98,22 +99,13 @@ def dpkg_status(packages: int) -> tuple[str, list[tuple[str, str, str]]]:
 
 def debian_layer(status: str) -> bytes:
     """The layer: dpkg's database (status, this machine's file lists), copyright files, os-release."""
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w") as archive:
-
-        def add(path: str, data: bytes) -> None:
-            info = tarfile.TarInfo(path)
-            info.size = len(data)
-            archive.addfile(info, io.BytesIO(data))
-
-        add("etc/os-release", OS_RELEASE.encode())
-        add("var/lib/dpkg/status", status.encode())
-        for info_file in sorted(Path("/var/lib/dpkg/info").glob("*.list")):
-            add(f"var/lib/dpkg/info/{info_file.name}", info_file.read_bytes())
-        for copyright_file in sorted(Path("/usr/share/doc").glob("*/copyright")):
-            if copyright_file.is_file():
-                add(str(copyright_file).lstrip("/"), copyright_file.read_bytes())
-    return gzip.compress(raw.getvalue(), compresslevel=6)
+    layer = LayerBuilder().file("etc/os-release", OS_RELEASE).file("var/lib/dpkg/status", status)
+    for info_file in sorted(Path("/var/lib/dpkg/info").glob("*.list")):
+        layer.file(f"var/lib/dpkg/info/{info_file.name}", info_file.read_bytes())
+    for copyright_file in sorted(Path("/usr/share/doc").glob("*/copyright")):
+        if copyright_file.is_file():
+            layer.file(str(copyright_file).lstrip("/"), copyright_file.read_bytes())
+    return gzip.compress(layer.tar(), compresslevel=6)
 
 
 def write_layout(
@@ -303,12 +295,7 @@ def push_rate(work: Path, images: int, rounds: int) -> dict[str, Any]:
                     started = time.perf_counter()
                     for index in range(images):
                         status = f"Package: app{round_}-{index}\nStatus: install ok installed\nVersion: 1.{index}\n\n"
-                        raw = io.BytesIO()
-                        with tarfile.open(fileobj=raw, mode="w") as archive:
-                            info = tarfile.TarInfo("var/lib/dpkg/status")
-                            info.size = len(status)
-                            archive.addfile(info, io.BytesIO(status.encode()))
-                        layer = gzip.compress(raw.getvalue())
+                        layer = gzip.compress(LayerBuilder().file("var/lib/dpkg/status", status).tar())
                         config = canonical({"architecture": "amd64", "os": "linux", "nonce": f"{name}{round_}{index}"})
                         push_image(client, f"team/app{index % 4}", image_of(config, [layer]), f"r{round_}-{index}")
                     rates[name].append(images / (time.perf_counter() - started))

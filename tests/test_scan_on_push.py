@@ -6,12 +6,10 @@ killed mid-job that loses nothing."""
 from __future__ import annotations
 
 import gzip
-import io
 import json
 import os
 import signal
 import sqlite3
-import tarfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +21,7 @@ import pytest
 
 from tests.support.cli import cargohold as cli
 from tests.support.images import alpine_image, debian_image
+from tests.support.layerbuild import LayerBuilder
 from tests.support.oci import OCI_INDEX, OCI_MANIFEST, canonical, descriptor, image_of, push_image
 from tests.support.postgres import PostgresServer
 from tests.support.servers import Cargohold
@@ -147,13 +146,10 @@ def test_pushed_images_are_scanned_and_their_verdicts_follow_the_database(
 def _slow_layer(files: int) -> bytes:
     """A layer whose scan takes seconds (text files the lint reads for secrets), small to push."""
     text = b"nothing to see here, only a long configuration line of no secret\n" * 16000  # ~1 MiB
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w") as archive:
-        for index in range(files):
-            info = tarfile.TarInfo(f"app/config-{index}.conf")
-            info.size = len(text)
-            archive.addfile(info, io.BytesIO(text))
-    return gzip.compress(raw.getvalue(), compresslevel=1)
+    layer = LayerBuilder()
+    for index in range(files):
+        layer.file(f"app/config-{index}.conf", text)
+    return gzip.compress(layer.tar(), compresslevel=1)
 
 
 def _push_image(client: httpx.Client, repo: str, layer: bytes) -> str:
@@ -264,14 +260,10 @@ def test_each_image_of_a_pushed_index_is_scanned(
     children = []
     with httpx.Client(base_url=server.url, timeout=60) as client:
         for architecture, version in (("amd64", "1.26.4"), ("arm64", "1.26.5")):
-            metadata = f"Metadata-Version: 2.1\nName: urllib3\nVersion: {version}\n".encode()
-            raw = io.BytesIO()
-            with tarfile.open(fileobj=raw, mode="w") as archive:
-                info = tarfile.TarInfo(f"usr/lib/python3/dist-packages/urllib3-{version}.dist-info/METADATA")
-                info.size = len(metadata)
-                archive.addfile(info, io.BytesIO(metadata))
+            metadata = f"Metadata-Version: 2.1\nName: urllib3\nVersion: {version}\n"
+            layer = LayerBuilder().file(f"usr/lib/python3/dist-packages/urllib3-{version}.dist-info/METADATA", metadata)
             config = canonical({"architecture": architecture, "os": "linux", "rootfs": {"type": "layers"}})
-            image = image_of(config, [gzip.compress(raw.getvalue())])
+            image = image_of(config, [gzip.compress(layer.tar())])
             push_image(client, "team/multi", image, image.digest)
             children.append(
                 {**descriptor(OCI_MANIFEST, image.manifest), "platform": {"architecture": architecture, "os": "linux"}}

@@ -119,7 +119,7 @@ class BuiltImage:
 # --- building: a layout, a bundle, one repack per layer ---------------------------------------------------------
 
 
-class LayerBuilder:
+class ImageBuilder:
     """An image built a layer at a time: change the bundle's root, `umoci repack` a diff layer
     (with OCI whiteouts for what went), ask the package managers what the root holds now."""
 
@@ -135,7 +135,7 @@ class LayerBuilder:
         return self.bundle / "rootfs"
 
     @classmethod
-    def new(cls, layout: Path, tag: str, bundle: Path) -> LayerBuilder:
+    def new(cls, layout: Path, tag: str, bundle: Path) -> ImageBuilder:
         umoci("init", "--layout", layout)
         umoci("new", "--image", f"{layout}:{tag}")
         umoci("unpack", "--image", f"{layout}:{tag}", bundle)
@@ -152,11 +152,11 @@ class LayerBuilder:
         self.snapshots.append(tuple(found))
         self.hashes.append(oracles.file_hashes(self.rootfs, found))
 
-    def branch(self, tag: str, bundle: Path) -> LayerBuilder:
+    def branch(self, tag: str, bundle: Path) -> ImageBuilder:
         """A second image on the layers made so far, in a bundle of its own."""
         umoci("tag", "--image", f"{self.layout}:{self.tag}", tag)
         umoci("unpack", "--image", f"{self.layout}:{tag}", bundle)
-        branch = LayerBuilder(self.layout, tag, bundle, self.snapshots)
+        branch = ImageBuilder(self.layout, tag, bundle, self.snapshots)
         branch.hashes = list(self.hashes)
         return branch
 
@@ -453,7 +453,7 @@ def _clear_findings(root: Path) -> None:
 def _build_debian(work: Path) -> list[dict[str, object]]:
     _require_root("the debian test image")
     layout = work / "layout"
-    image = LayerBuilder.new(layout, "lint", work / "lint")
+    image = ImageBuilder.new(layout, "lint", work / "lint")
     image.layer("debootstrap --variant=minbase --include=python3,python3-venv bookworm", _extract_base)
     image.layer(f"dpkg --purge --force-depends {REMOVED_DEB}", _purge_deb)
     image.layer(f"pip install --target /{SITE_PACKAGES} {' '.join(WHEELS)}", _pip_install(CACHE))
@@ -584,7 +584,7 @@ def _apk_layer(entries: Sequence[ApkEntry], first: bool) -> Callable[[Path], Non
 
 
 def _build_alpine(work: Path) -> list[dict[str, object]]:
-    image = LayerBuilder.new(work / "layout", "3.19", work / "bundle")
+    image = ImageBuilder.new(work / "layout", "3.19", work / "bundle")
     for number, entries in enumerate(ALPINE_LAYERS):
         image.layer(f"apk add {' '.join(e.name for e in entries)}", _apk_layer(entries, first=number == 0))
     image.configure("--config.env", PATH_ENV, "--config.cmd", "/bin/sh")
@@ -672,7 +672,7 @@ def _rpm_layer(specs: Sequence[RpmSpec], work: Path, first: bool) -> Callable[[P
 
 def _build_rpm(work: Path) -> list[dict[str, object]]:
     _require_root("the rpm test image")
-    image = LayerBuilder.new(work / "layout", "9", work / "bundle")
+    image = ImageBuilder.new(work / "layout", "9", work / "bundle")
     for number, specs in enumerate(RPMS):
         image.layer(f"rpm -i {' '.join(s.name for s in specs)}", _rpm_layer(specs, work, first=number == 0))
     image.configure("--config.env", PATH_ENV)

@@ -37,7 +37,7 @@ def package_key(ecosystem: str, name: str) -> tuple[str, str]:
 
 
 def _chunks(values: Sequence[str], size: int = 400) -> Iterator[tuple[Sequence[str], str]]:
-    """`values` in slices small enough for one statement's parameters, each with its placeholders."""
+    """`values` in slices small enough for one statement's parameters, each with its `?, ?, ...`."""
     for start in range(0, len(values), size):
         chunk = values[start : start + size]
         yield chunk, ", ".join("?" * len(chunk))
